@@ -1,0 +1,54 @@
+# The two commands a new user needs: `make run` and `make test`. Both build their own virtual
+# environment from pyproject.toml; nothing else has to be installed but Python 3.11+ and make.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: run test lint typecheck unit bench check clean
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' \
+		|| { echo "Python 3.11 or newer is needed (set PYTHON=...)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.run-deps: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e .
+	@touch $@
+
+$(VENV)/.dev-deps: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $@ $(VENV)/.run-deps
+
+## Start the service on the demo rules (rules/) and demo availability (demo/).
+run: $(VENV)/.run-deps
+	$(BIN)/python -m engine serve --host $(HOST) --port $(PORT)
+
+## Everything CI checks: lint, types, the rule files, the tests, and a short benchmark run.
+test: lint typecheck check unit
+	$(BIN)/python -m pytest benchmarks --benchmark-min-rounds=5 --benchmark-max-time=0.02 \
+		--benchmark-warmup=off --benchmark-columns=min,median,mean,ops,rounds \
+		--benchmark-sort=name --benchmark-json=$(VENV)/benchmark.json
+
+lint: $(VENV)/.dev-deps
+	$(BIN)/ruff check engine tests benchmarks
+	$(BIN)/ruff format --check engine tests benchmarks
+
+typecheck: $(VENV)/.dev-deps
+	$(BIN)/mypy
+
+check: $(VENV)/.run-deps
+	$(BIN)/python -m engine check rules
+
+unit: $(VENV)/.dev-deps
+	$(BIN)/python -m pytest
+
+## The full benchmark suite (calibrated rounds); slower than the short run in `make test`.
+bench: $(VENV)/.dev-deps
+	$(BIN)/python -m pytest benchmarks --benchmark-columns=min,median,mean,ops,rounds \
+		--benchmark-sort=name
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .benchmarks

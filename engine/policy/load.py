@@ -1,0 +1,495 @@
+"""Reading rule files: YAML to typed specs, with every problem located to its line and column.
+
+PyYAML builds the node tree (`compose`), which keeps the position of every key and value; we turn
+nodes into plain values ourselves so that each value's path (`("locations", 2, "ships_to", 0)`)
+maps back to its mark. msgspec then checks the values against `engine.policy.schema`, one list
+item at a time, so one run reports every broken item rather than the first. msgspec's messages
+are rewritten into sentences a merchandiser can act on (what is wrong, where, what to write).
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, Generic, TypeVar
+
+import msgspec
+import yaml
+from yaml.constructor import SafeConstructor
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from engine.countries import COUNTRY_CODES
+from engine.errors import Problem, Severity
+from engine.model import ReasonCode
+from engine.policy.schema import (
+    CRITERIA,
+    CatalogItemSpec,
+    CountryGroupSpec,
+    DefaultsSpec,
+    LocationSpec,
+    RuleFileSpec,
+    RuleSpec,
+)
+
+__all__ = ("Loaded", "LoadedFiles", "SourceMap", "load_folder", "load_texts", "rule_files")
+
+Path_ = tuple[str | int, ...]
+T = TypeVar("T")
+
+_COMPOSER: Final = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_YAML_BOOL_WORDS: Final = frozenset(
+    w
+    for base in ("yes", "no", "true", "false", "on", "off")
+    for w in (base, base.title(), base.upper())
+)
+_SECTION_TYPES: Final[dict[str, type[Any]]] = {
+    "country_groups": CountryGroupSpec,
+    "locations": LocationSpec,
+    "catalog": CatalogItemSpec,
+    "rules": RuleSpec,
+}
+_SECTION_NOUN: Final = {
+    "country_groups": "country group",
+    "locations": "location",
+    "catalog": "catalog item",
+    "rules": "rule",
+}
+_SECTION_KEY: Final = {
+    "country_groups": "name",
+    "locations": "id",
+    "catalog": "sku",
+    "rules": "name",
+}
+_TOP_LEVEL: Final = tuple(RuleFileSpec.__struct_fields__)
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    line: int
+    column: int
+
+
+@dataclass
+class SourceMap:
+    """Where each value of one file stands: value marks, key marks and the raw scalar nodes."""
+
+    file: str
+    values: dict[Path_, Mark] = field(default_factory=dict)
+    keys: dict[Path_, Mark] = field(default_factory=dict)
+    scalars: dict[Path_, ScalarNode] = field(default_factory=dict)
+
+    def mark(self, path: Path_, *, key: bool = False) -> Mark:
+        """The mark of `path`, or of its nearest ancestor that has one."""
+        table = self.keys if key else self.values
+        probe = path
+        while True:
+            if probe in table:
+                return table[probe]
+            if key and probe in self.values:
+                return self.values[probe]
+            if not probe:
+                return Mark(1, 1)
+            probe = probe[:-1]
+
+    def problem(
+        self, path: Path_, message: str, *, key: bool = False, severity: Severity = Severity.ERROR
+    ) -> Problem:
+        mark = self.mark(path, key=key)
+        return Problem(self.file, mark.line, mark.column, message, severity)
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded(Generic[T]):
+    """A spec with the place it was written, for later checks and for explanations."""
+
+    spec: T
+    source: SourceMap
+    path: Path_
+
+    @property
+    def line(self) -> int:
+        return self.source.mark(self.path).line
+
+    def problem(
+        self, sub: Path_, message: str, *, key: bool = False, severity: Severity = Severity.ERROR
+    ) -> Problem:
+        return self.source.problem(self.path + sub, message, key=key, severity=severity)
+
+
+@dataclass
+class LoadedFiles:
+    """Every valid item of every file, in reading order, and every problem found so far."""
+
+    country_groups: list[Loaded[CountryGroupSpec]] = field(default_factory=list)
+    locations: list[Loaded[LocationSpec]] = field(default_factory=list)
+    catalog: list[Loaded[CatalogItemSpec]] = field(default_factory=list)
+    rules: list[Loaded[RuleSpec]] = field(default_factory=list)
+    defaults: list[Loaded[DefaultsSpec]] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    digest: str = ""
+    files: tuple[str, ...] = ()
+
+
+# --- YAML to values with marks ------------------------------------------------------------------
+
+
+class _Builder:
+    def __init__(self, source: SourceMap) -> None:
+        self.source = source
+        self.problems: list[Problem] = []
+        self._constructor = SafeConstructor()
+
+    def build(self, node: Node, path: Path_) -> Any:
+        self.source.values[path] = Mark(node.start_mark.line + 1, node.start_mark.column + 1)
+        if isinstance(node, ScalarNode):
+            self.source.scalars[path] = node
+            return self._constructor.construct_object(node, deep=True)
+        if isinstance(node, SequenceNode):
+            return [self.build(child, (*path, i)) for i, child in enumerate(node.value)]
+        if isinstance(node, MappingNode):
+            result: dict[str, Any] = {}
+            seen: dict[str, Mark] = {}
+            for key_node, value_node in node.value:
+                key_mark = Mark(key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+                if not isinstance(key_node, ScalarNode):
+                    self.problems.append(
+                        Problem(
+                            self.source.file,
+                            key_mark.line,
+                            key_mark.column,
+                            "a key must be a plain word, not a list or a mapping",
+                        )
+                    )
+                    continue
+                key = str(key_node.value)
+                if key in seen:
+                    first = seen[key]
+                    self.problems.append(
+                        Problem(
+                            self.source.file,
+                            key_mark.line,
+                            key_mark.column,
+                            f"`{key}` is written twice in the same mapping (first on line "
+                            f"{first.line}); YAML would silently keep only the last one: "
+                            "remove one of them",
+                        )
+                    )
+                    continue
+                seen[key] = key_mark
+                self.source.keys[(*path, key)] = key_mark
+                result[key] = self.build(value_node, (*path, key))
+            return result
+        raise TypeError(f"unexpected YAML node {node!r}")  # pragma: no cover - yaml has 3 kinds
+
+
+def _parse_yaml(text: str, source: SourceMap) -> tuple[Any, list[Problem]]:
+    try:
+        root = yaml.compose(text, Loader=_COMPOSER)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        what = exc.problem or "the file is not valid YAML"
+        hint = ""
+        if "\t" in text and "tab" in str(exc).lower():
+            hint = " (indent with spaces, not tabs)"
+        return None, [Problem(source.file, line, column, f"not valid YAML: {what}{hint}")]
+    except yaml.YAMLError as exc:
+        return None, [Problem(source.file, 1, 1, f"not valid YAML: {exc}")]
+    if root is None:
+        return None, []
+    builder = _Builder(source)
+    value = builder.build(root, ())
+    return value, builder.problems
+
+
+# --- msgspec messages to merchandiser sentences -------------------------------------------------
+
+_PATH_TOKEN: Final = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]")
+_AT_PATH: Final = re.compile(r"^(?P<msg>.*?)(?: - at `(?P<path>\$[^`]*)`)?$", re.DOTALL)
+
+
+def _parse_path(text: str) -> Path_:
+    return tuple(name if name else int(index) for name, index in _PATH_TOKEN.findall(text[1:]))
+
+
+def _suggest(word: str, choices: list[str] | tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f" (did you mean `{close[0]}`?)" if close else ""
+
+
+_TYPE_WORDS: Final = {
+    "int": "a whole number",
+    "str": "text",
+    "bool": "true or false",
+    "array": "a list (for example `[IE, GB]`)",
+    "object": "a mapping of keys to values",
+    "null": "empty",
+    "float": "a number",
+}
+
+
+def _type_words(expected: str) -> str:
+    parts = [p.strip() for p in expected.split("|")]
+    words = [_TYPE_WORDS.get(p, p) for p in parts if p != "null"]
+    text = " or ".join(dict.fromkeys(words))
+    if "null" in parts:
+        text += " (or null)"
+    return text
+
+
+def _field_name(path: Path_) -> str:
+    names = [p for p in path if isinstance(p, str)]
+    return f"`{names[-1]}`" if names else "this value"
+
+
+def _raw(source: SourceMap, path: Path_) -> str | None:
+    node = source.scalars.get(path)
+    return None if node is None else str(node.value)
+
+
+def _translate(
+    error: msgspec.ValidationError, source: SourceMap, base: Path_, noun: str
+) -> Problem:
+    found = _AT_PATH.match(str(error))
+    assert found is not None
+    message = found["msg"]
+    rel = _parse_path(found["path"]) if found["path"] else ()
+    path = base + rel
+    name = _field_name(rel) if rel else noun
+
+    if m := re.match(r"Object contains unknown field `(.+)`", message):
+        key = m[1]
+        target = _target_type(base, rel)
+        allowed = list(getattr(target, "__struct_fields__", ()))
+        sentence = f"unknown key `{key}` in {_describe(rel, noun)}{_suggest(key, allowed)}"
+        if allowed:
+            sentence += "; allowed keys: " + ", ".join(allowed)
+        return source.problem((*path, key), sentence, key=True)
+    if m := re.match(r"Object missing required field `(.+)`", message):
+        return source.problem(path, f"{_describe(rel, noun)} is missing `{m[1]}`")
+    raw = _raw(source, path)
+    node = source.scalars.get(path)
+    if m := re.match(r"Expected `(.+?)`, got `(.+?)`$", message):
+        expected, got = m[1], m[2]
+        if got == "bool" and raw in _YAML_BOOL_WORDS and "str" in expected:
+            country = raw.upper()
+            meaning = f" to mean the country code {country}" if country in COUNTRY_CODES else ""
+            truth = "true" if raw.lower() in {"yes", "true", "on"} else "false"
+            return source.problem(
+                path,
+                f"`{raw}` is read by YAML as {truth}, not as text; write it in quotes "
+                f'("{raw}"){meaning}',
+            )
+        if got in {"int", "float"} and "str" in expected and node is not None:
+            return source.problem(
+                path,
+                f"{name} must be text, but `{raw}` is read as a number; write it in quotes "
+                f'("{raw}") so it is kept exactly as written',
+            )
+        shown = f"`{raw}`" if raw is not None else f"a {_TYPE_WORDS.get(got, got)}"
+        if got == "null":
+            shown = "empty"
+        return source.problem(path, f"{name} must be {_type_words(expected)}, not {shown}")
+    if m := re.match(r"Expected `(?:int|float)` >= (\d+)", message):
+        if m[1] == "0":
+            return source.problem(path, f"{name} cannot be negative (`{raw}`): use 0 or more")
+        return source.problem(path, f"{name} must be at least {m[1]}, not `{raw}`")
+    if m := re.match(r"Expected `(?:int|float)` <= (\d+)", message):
+        return source.problem(path, f"{name} is too large (`{raw}`): at most {m[1]}")
+    if m := re.match(r"Invalid enum value '(.*)'", message):
+        return source.problem(path, _enum_sentence(rel, m[1]))
+    if re.match(r"Expected `str` of length >= 1", message):
+        return source.problem(path, f"{name} cannot be empty")
+    if m := re.match(r"Expected `(?:array|str)` of length <= (\d+)", message):
+        return source.problem(path, f"{name} is too long: at most {m[1]}")
+    if re.match(r"Expected `array` of length >= 1", message):
+        return source.problem(path, f"{name} needs at least one entry")
+    if re.match(r"Expected `str` matching regex", message):
+        if (rel and rel[-1] in {"name"}) or "tags" in rel:
+            return source.problem(
+                path,
+                f"`{raw}` is not a valid name for {name}: use lower-case letters, digits, "
+                "`-`, `_` and `.`, starting with a letter or digit",
+            )
+        return source.problem(path, f"`{raw}` is not valid for {name}: it cannot contain spaces")
+    return source.problem(path, f"{name}: {message}")
+
+
+def _enum_sentence(rel: Path_, value: str) -> str:
+    names = [p for p in rel if isinstance(p, str)]
+    last = names[-1] if names else ""
+    if last in {"country"} or "ships_to" in names or "countries" in names:
+        upper = value.upper()
+        if upper in COUNTRY_CODES and upper != value:
+            return f"`{value}`: write country codes in capitals (`{upper}`)"
+        hint = _suggest(upper, sorted(COUNTRY_CODES))
+        return f"`{value}` is not an ISO 3166-1 alpha-2 country code{hint}"
+    if "criteria" in names:
+        return (
+            f"`{value}` is not a routing criterion{_suggest(value, CRITERIA)}; use one of: "
+            + ", ".join(CRITERIA)
+        )
+    if last == "code":
+        codes = [c.value for c in ReasonCode]
+        return f"`{value}` is not a reason code{_suggest(value, codes)}; use one of: " + ", ".join(
+            codes
+        )
+    if last == "unknown_availability":
+        return f"`{value}` is not a policy for unknown availability; use deny, reserve or allocate"
+    return f"`{value}` is not an allowed value for `{last}`"
+
+
+def _target_type(base: Path_, rel: Path_) -> type[Any] | None:
+    """The struct a (section item relative) path points into, for listing its allowed keys."""
+    section = base[0] if base else None
+    current: Any = _SECTION_TYPES.get(str(section)) if section in _SECTION_TYPES else None
+    if base == ("defaults",):
+        current = DefaultsSpec
+    if not base:
+        current = RuleFileSpec
+    for part in rel:
+        if current is None:
+            return None
+        if isinstance(part, int):
+            continue
+        hints = msgspec.structs.fields(current)
+        nxt = next((f for f in hints if f.name == part), None)
+        if nxt is None:
+            return None
+        current = _struct_in(nxt.type)
+    return current if isinstance(current, type) else None
+
+
+def _struct_in(tp: Any) -> Any:
+    if isinstance(tp, type) and issubclass(tp, msgspec.Struct):
+        return tp
+    for arg in getattr(tp, "__args__", ()):
+        found = _struct_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _describe(rel: Path_, noun: str) -> str:
+    names = [p for p in rel if isinstance(p, str)]
+    return f"`{names[-1]}` of {noun}" if names else noun
+
+
+# --- files and folders --------------------------------------------------------------------------
+
+
+def rule_files(folder: Path) -> list[Path]:
+    """The YAML files of a rule set: `*.yaml` and `*.yml` directly in the folder, by name."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in {".yaml", ".yml"})
+
+
+def load_folder(folder: Path) -> LoadedFiles:
+    """Read every rule file of `folder`; problems are collected, never raised."""
+    if not folder.is_dir():
+        loaded = LoadedFiles()
+        loaded.problems.append(Problem(str(folder), 1, 1, "no such folder of rule files"))
+        return loaded
+    texts: list[tuple[str, str]] = []
+    problems: list[Problem] = []
+    for path in rule_files(folder):
+        try:
+            texts.append((str(path), path.read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError) as exc:
+            problems.append(Problem(str(path), 1, 1, f"cannot be read: {exc}"))
+    loaded = load_texts(texts)
+    loaded.problems[:0] = problems
+    if not texts and not problems:
+        loaded.problems.append(Problem(str(folder), 1, 1, "the folder has no rule files (*.yaml)"))
+    return loaded
+
+
+def load_texts(texts: list[tuple[str, str]]) -> LoadedFiles:
+    """Read rule files given as (name, text) pairs, in that order."""
+    loaded = LoadedFiles(files=tuple(name for name, _ in texts))
+    digest = hashlib.sha256()
+    for name, text in texts:
+        digest.update(Path(name).name.encode() + b"\0" + text.encode() + b"\0")
+        _load_one(name, text, loaded)
+    loaded.digest = digest.hexdigest()
+    return loaded
+
+
+def _load_one(name: str, text: str, loaded: LoadedFiles) -> None:
+    source = SourceMap(file=name)
+    value, problems = _parse_yaml(text, source)
+    loaded.problems.extend(problems)
+    if value is None:
+        return
+    if not isinstance(value, dict):
+        loaded.problems.append(
+            source.problem(
+                (), "a rule file must be a mapping of sections (" + ", ".join(_TOP_LEVEL) + ")"
+            )
+        )
+        return
+    for key, section in value.items():
+        if key not in _TOP_LEVEL:
+            loaded.problems.append(
+                source.problem(
+                    (key,),
+                    f"unknown section `{key}`{_suggest(key, _TOP_LEVEL)}; "
+                    "a rule file has: " + ", ".join(_TOP_LEVEL),
+                    key=True,
+                )
+            )
+            continue
+        if key == "defaults":
+            if section is None:
+                continue
+            spec = _convert(section, DefaultsSpec, source, ("defaults",), "defaults", loaded)
+            if spec is not None:
+                loaded.defaults.append(Loaded(spec, source, ("defaults",)))
+            continue
+        for index, item in _items(section, key, source, loaded):
+            path: Path_ = (key, index)
+            noun = _noun(key, item)
+            spec = _convert(item, _SECTION_TYPES[key], source, path, noun, loaded)
+            if spec is not None:
+                getattr(loaded, key).append(Loaded(spec, source, path))
+
+
+def _items(
+    section: Any, key: str, source: SourceMap, loaded: LoadedFiles
+) -> Iterator[tuple[int, Any]]:
+    if section is None:
+        return
+    if not isinstance(section, list):
+        loaded.problems.append(
+            source.problem(
+                (key,),
+                f"`{key}` must be a list: start each "
+                f"{_SECTION_NOUN[key]} with `- {_SECTION_KEY[key]}: ...`",
+            )
+        )
+        return
+    yield from enumerate(section)
+
+
+def _noun(section: str, item: Any) -> str:
+    noun = _SECTION_NOUN[section]
+    key = _SECTION_KEY[section]
+    if isinstance(item, dict) and isinstance(item.get(key), str):
+        return f"{noun} `{item[key]}`"
+    return noun
+
+
+def _convert(
+    value: Any, spec: type[T], source: SourceMap, path: Path_, noun: str, loaded: LoadedFiles
+) -> T | None:
+    if value is None:
+        loaded.problems.append(source.problem(path, f"{noun} is empty"))
+        return None
+    try:
+        return msgspec.convert(value, spec, strict=True)
+    except msgspec.ValidationError as exc:
+        loaded.problems.append(_translate(exc, source, path, noun))
+        return None

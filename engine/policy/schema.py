@@ -1,0 +1,153 @@
+"""The shape of the rule files, as msgspec structs.
+
+Everything a merchandiser writes is a list of named things (locations, country groups, catalog
+items, rules), never a map keyed by id, so every value can be traced back to its YAML line.
+A setting a rule does not write is `UNSET`, which is what lets a later setting fall through to
+the next matching rule or to `defaults` (see `engine.policy.compile`).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Final, Literal
+
+from msgspec import UNSET, Meta, Struct, UnsetType
+
+from engine.countries import CountryCode
+from engine.model import Channel, LocationId, ReasonCode, Sku
+
+__all__ = (
+    "CRITERIA",
+    "BackorderSpec",
+    "CatalogItemSpec",
+    "CountryGroupSpec",
+    "Criterion",
+    "DefaultsSpec",
+    "DenySpec",
+    "LocationSpec",
+    "MatchSpec",
+    "RoutingSpec",
+    "RuleFileSpec",
+    "RuleSpec",
+    "SettingsSpec",
+    "ShipToSpec",
+    "UnknownPolicy",
+)
+
+Name = Annotated[str, Meta(min_length=1, max_length=80, pattern=r"^[a-z0-9][a-z0-9_.-]*$")]
+"""Names of rules, tags and country groups: lower case, so a group never looks like a country."""
+CountryRef = Annotated[str, Meta(min_length=1, max_length=80)]
+"""A country code (`IE`) or the name of a country group (`eu`); resolved when compiling."""
+SkuPattern = Annotated[str, Meta(min_length=1, max_length=100, pattern=r"^\S+$")]
+Count = Annotated[int, Meta(ge=0, le=1_000_000_000)]
+PositiveCount = Annotated[int, Meta(ge=1, le=1_000_000_000)]
+Days = Annotated[int, Meta(ge=0, le=3650)]
+Text = Annotated[str, Meta(max_length=500)]
+
+Criterion = Literal[
+    "single_location", "whole_line", "fewest_shipments", "same_country", "priority", "most_stock"
+]
+CRITERIA: Final = (
+    "single_location",
+    "whole_line",
+    "fewest_shipments",
+    "same_country",
+    "priority",
+    "most_stock",
+)
+UnknownPolicy = Literal["deny", "reserve", "allocate"]
+
+
+class CountryGroupSpec(Struct, frozen=True, forbid_unknown_fields=True):
+    name: Name
+    countries: Annotated[tuple[CountryRef, ...], Meta(min_length=1)]
+
+
+class LocationSpec(Struct, frozen=True, forbid_unknown_fields=True):
+    id: LocationId
+    country: CountryCode
+    name: Text | None = None
+    ships_to: tuple[CountryRef, ...] | None = None
+    """Countries and country groups this location sends to; its own country when not given."""
+    priority: Count = 100
+    """Lower ships first."""
+    enabled: bool = True
+
+
+class CatalogItemSpec(Struct, frozen=True, forbid_unknown_fields=True):
+    sku: Sku
+    name: Text | None = None
+    tags: tuple[Name, ...] = ()
+
+
+class MatchSpec(Struct, frozen=True, forbid_unknown_fields=True):
+    """All given criteria must hold (and); within one list any entry may (or)."""
+
+    skus: tuple[SkuPattern, ...] = ()
+    tags: tuple[Name, ...] = ()
+    countries: tuple[CountryRef, ...] = ()
+    channels: tuple[Channel, ...] = ()
+    locations: tuple[LocationId, ...] = ()
+
+
+class ShipToSpec(Struct, frozen=True, forbid_unknown_fields=True):
+    allow: tuple[CountryRef, ...] | UnsetType = UNSET
+    """Only these destinations; unset means any the locations ship to."""
+    deny: tuple[CountryRef, ...] | UnsetType = UNSET
+
+
+class BackorderSpec(Struct, frozen=True, forbid_unknown_fields=True):
+    allowed: bool | UnsetType = UNSET
+    max_quantity: Count | UnsetType | None = UNSET
+    """Most units one line may reserve; null for no limit."""
+    restock_required: bool | UnsetType = UNSET
+    """Reserve only against a known restock time."""
+    within_days: Days | UnsetType | None = UNSET
+    """Reserve only when the restock is at most this many days away; null for no limit."""
+    split: bool | UnsetType = UNSET
+    """May a line be part allocated and part reserved?"""
+
+
+class RoutingSpec(Struct, frozen=True, forbid_unknown_fields=True):
+    criteria: Annotated[tuple[Criterion, ...], Meta(min_length=1)] | UnsetType = UNSET
+    max_shipments: PositiveCount | UnsetType | None = UNSET
+    max_locations_per_line: PositiveCount | UnsetType | None = UNSET
+
+
+class DenySpec(Struct, frozen=True, forbid_unknown_fields=True):
+    code: ReasonCode = ReasonCode.DENIED_BY_RULE
+    message: Text | None = None
+    """A sentence the checkout may show the shopper."""
+
+
+class SettingsSpec(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    ship_to: ShipToSpec | UnsetType = UNSET
+    safety_stock: Count | UnsetType = UNSET
+    min_atp: Count | UnsetType = UNSET
+    low_stock_threshold: Count | UnsetType = UNSET
+    max_quantity: PositiveCount | UnsetType | None = UNSET
+    backorder: BackorderSpec | UnsetType = UNSET
+    routing: RoutingSpec | UnsetType = UNSET
+    unknown_availability: UnknownPolicy | UnsetType = UNSET
+    partial_cart: bool | UnsetType = UNSET
+
+
+class DefaultsSpec(SettingsSpec, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class RuleSpec(SettingsSpec, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    name: Name
+    match: MatchSpec
+    description: Text | None = None
+    enabled: bool = True
+    deny: DenySpec | UnsetType = UNSET
+
+
+class RuleFileSpec(Struct, frozen=True, forbid_unknown_fields=True):
+    """One YAML file; a rule set is every file of a folder, read in file-name order."""
+
+    country_groups: tuple[CountryGroupSpec, ...] = ()
+    locations: tuple[LocationSpec, ...] = ()
+    catalog: tuple[CatalogItemSpec, ...] = ()
+    defaults: DefaultsSpec | None = None
+    rules: tuple[RuleSpec, ...] = ()

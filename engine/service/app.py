@@ -1,0 +1,106 @@
+"""The Litestar application: routes, strict request decoding, and problem+json errors.
+
+Request bodies are decoded by msgspec in strict mode (`"5"` is not `5`) through `StrictDTO`,
+so the generated OpenAPI still describes the `Cart` struct. Handlers are closures over one
+`Checkout`, so no per-request dependency resolution sits on the hot path.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any, Final
+
+import msgspec
+from litestar import Litestar, MediaType, Response, get, post
+from litestar.dto import MsgspecDTO
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Reference, Schema
+from litestar.params import Parameter
+from litestar.typing import FieldDefinition
+
+from engine import __version__
+from engine.checkout import Checkout
+from engine.countries import CountryCode
+from engine.model import MAX_LINES, AvailabilityAnswer, Cart, Channel, Decision, Sku
+from engine.service.problems import decode_error, exception_handlers
+
+if TYPE_CHECKING:
+    from litestar._openapi.schema_generation import SchemaCreator
+
+__all__ = ("MAX_BODY_BYTES", "create_app")
+
+MAX_BODY_BYTES: Final = 256 * 1024
+"""Far above the largest valid cart (MAX_LINES lines); anything bigger is refused with 413."""
+
+_CART_DECODER: Final = msgspec.json.Decoder(Cart)
+
+
+class StrictDTO(MsgspecDTO[Cart]):
+    """Decode the body with a strict msgspec decoder; describe it in OpenAPI as `Cart`."""
+
+    def decode_bytes(self, value: bytes) -> Any:
+        try:
+            return _CART_DECODER.decode(value)
+        except msgspec.DecodeError as exc:
+            raise decode_error(exc) from None
+
+    @classmethod
+    def create_openapi_schema(
+        cls, field_definition: FieldDefinition, handler_id: str, schema_creator: SchemaCreator
+    ) -> Reference | Schema:
+        return schema_creator.for_field_definition(FieldDefinition.from_annotation(Cart))
+
+
+def create_app(checkout: Checkout, *, debug: bool = False) -> Litestar:
+    """Build the app around one `Checkout` (its rule set may be replaced while running)."""
+
+    @post(
+        "/v1/allocations",
+        dto=StrictDTO,
+        return_dto=None,
+        status_code=200,
+        summary="Decide a cart",
+        description="Allocate, reserve or deny each line of a cart, with reasons. "
+        "`explain=true` adds, per line, every location considered and the rule behind "
+        "each setting.",
+        tags=["decisions"],
+    )
+    async def allocations(
+        data: Cart,
+        explain: Annotated[bool, Parameter(description="Add explanations")] = False,
+    ) -> Decision:
+        return await checkout.allocate(data, explain=explain)
+
+    @get(
+        "/v1/availability",
+        summary="Availability of SKUs for a destination",
+        tags=["availability"],
+    )
+    async def availability(
+        sku: Annotated[
+            list[Sku],
+            Parameter(
+                query="sku", min_items=1, max_items=MAX_LINES, description="Repeat for several SKUs"
+            ),
+        ],
+        country: Annotated[CountryCode, Parameter(description="ISO 3166-1 alpha-2")],
+        channel: Channel | None = None,
+    ) -> AvailabilityAnswer:
+        return await checkout.availability(sku, country, channel)
+
+    @get("/v1/rules", summary="The active rule set", tags=["rules"])
+    async def rules() -> Response[bytes]:
+        return Response(msgspec.json.encode(checkout.rules.describe()), media_type=MediaType.JSON)
+
+    @get("/health", summary="Liveness", tags=["operations"])
+    async def health() -> dict[str, str]:
+        return {"status": "ok", "rule_set": checkout.rules.id}
+
+    return Litestar(
+        route_handlers=[allocations, availability, rules, health],
+        exception_handlers=exception_handlers,
+        request_max_body_size=MAX_BODY_BYTES,
+        openapi_config=OpenAPIConfig(
+            title="Checkout allocation engine", version=__version__, path="/schema"
+        ),
+        debug=debug,
+    )

@@ -19,9 +19,10 @@ How a cart is decided (the order the docs describe):
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from engine.availability.record import Availability, StockRecord
 from engine.model import (
@@ -51,8 +52,6 @@ __all__ = ("UNLIMITED", "assess", "decide")
 UNLIMITED: Final = 10**12
 """Allocatable quantity of an item whose source does not track stock."""
 
-_DYNAMIC: Final = frozenset({"most_stock", "whole_line", "fewest_shipments"})
-
 
 @dataclass(slots=True)
 class _Line:
@@ -60,68 +59,84 @@ class _Line:
     line: CartLine
     rules: LineRules
     candidates: tuple[Candidate, ...] = ()
+    groups: tuple[tuple[Candidate, ...], ...] = ()
+    candidate_map: dict[str, Candidate] = field(default_factory=dict)
     status: LineStatus | None = None
     reasons: tuple[ReasonCode, ...] = ()
     message: str | None = None
     allocations: dict[str, int] = field(default_factory=dict)
+    allocated: int = 0
     reservation: Reservation | None = None
     available: int | None = None
     notes: dict[str, str] | None = None
     summary: str = ""
 
-    @property
-    def allocated(self) -> int:
-        return sum(self.allocations.values())
-
 
 class _Stock:
-    """Allocatable stock per (SKU, location) for one cart, consumed as lines take it."""
+    """Allocatable stock per SKU and location for one cart, consumed as lines take it.
 
-    __slots__ = ("_availability", "_left")
+    Levels are computed once per SKU, in one pass over that SKU's records at the locations that
+    may serve it, and then only adjusted, so a SKU on several lines of a cart draws from one
+    pool. A candidate with no record has nothing, unless its source could not answer (None)."""
+
+    __slots__ = ("_by_sku", "_levels", "_unknown")
 
     def __init__(self, availability: Availability) -> None:
-        self._availability = availability
-        self._left: dict[tuple[str, str], int | None] = {}
+        self._by_sku = availability.stock
+        self._unknown = availability.unknown
+        self._levels: dict[str, dict[str, int]] = {}
 
     def record(self, sku: str, location_id: str) -> StockRecord | None:
-        by_location = self._availability.stock.get(sku)
+        by_location = self._by_sku.get(sku)
         return None if by_location is None else by_location.get(location_id)
 
-    def left(self, sku: str, cand: Candidate) -> int | None:
-        """What is still allocatable here; None when the source could not say."""
-        key = (sku, cand.location.id)
-        try:
-            return self._left[key]
-        except KeyError:
-            pass
-        rec = self.record(sku, cand.location.id)
-        value: int | None
-        if rec is None:
-            value = None if self.is_unknown(sku, cand.location.id) else 0
-        elif rec.unlimited:
-            value = UNLIMITED
-        elif rec.atp < cand.min_atp:
-            value = 0
-        else:
-            value = max(0, rec.atp - cand.safety_stock)
-        self._left[key] = value
-        return value
-
     def is_unknown(self, sku: str, location_id: str) -> bool:
-        unknown = self._availability.unknown.get(sku)
+        unknown = self._unknown.get(sku)
         return unknown is not None and location_id in unknown
 
+    def levels(self, sku: str, candidates: dict[str, Candidate]) -> dict[str, int]:
+        """Location id -> allocatable, for the candidates that have a record of `sku`."""
+        found = self._levels.get(sku)
+        if found is not None:
+            return found
+        found = {}
+        records = self._by_sku.get(sku)
+        if records:
+            for location_id, rec in records.items():
+                cand = candidates.get(location_id)
+                if cand is None:
+                    continue
+                if rec.unlimited:
+                    found[location_id] = UNLIMITED
+                elif rec.atp < cand.min_atp:
+                    found[location_id] = 0
+                else:
+                    left = rec.atp - cand.safety_stock
+                    found[location_id] = left if left > 0 else 0
+        self._levels[sku] = found
+        return found
+
+    def left(self, sku: str, cand: Candidate) -> int | None:
+        """What is still allocatable at a candidate; None when its source could not say."""
+        location_id = cand.location.id
+        left = self._levels[sku].get(location_id)
+        if left is None:
+            return None if self.is_unknown(sku, location_id) else 0
+        return left
+
     def take(self, sku: str, location_id: str, quantity: int) -> None:
-        key = (sku, location_id)
-        current = self._left.get(key)
+        levels = self._levels[sku]
+        current = levels.get(location_id)
         if current is not None and current != UNLIMITED:
-            self._left[key] = current - quantity
+            levels[location_id] = current - quantity
+        elif current is None:
+            levels[location_id] = -quantity if self.is_unknown(sku, location_id) else 0
 
     def give_back(self, sku: str, location_id: str, quantity: int) -> None:
-        key = (sku, location_id)
-        current = self._left.get(key)
-        if current is not None and current != UNLIMITED:
-            self._left[key] = current + quantity
+        self.take(sku, location_id, -quantity)
+
+
+_NO_LOCATIONS: Final[frozenset[str]] = frozenset()
 
 
 def decide(
@@ -143,7 +158,7 @@ def decide(
     open_locations: dict[str, None] = {}
     single = None
     if active and cart_rules.criteria[0] == "single_location":
-        single = _single_location(active, cart_rules, stock, country)
+        single = _single_location(active, cart_rules, stock)
     for ln in active:
         if single is not None:
             _take(ln, single.location.id, ln.line.quantity, stock)
@@ -152,9 +167,9 @@ def decide(
             if ln.notes is not None:
                 ln.summary = f"the whole cart ships from {single.location.id} (single_location)"
             continue
-        _fill(ln, cart_rules, stock, country, open_locations)
+        _fill(ln, cart_rules, stock, open_locations)
         if ln.allocated < ln.line.quantity:
-            _shortfall(ln, cart_rules, stock, now, country, open_locations)
+            _shortfall(ln, cart_rules, stock, now, open_locations)
         else:
             ln.status = LineStatus.ALLOCATED
     return _decision(cart, lines, rules, cart_rules, stock, explain, single is not None)
@@ -165,7 +180,9 @@ def decide(
 
 def _check_line(index: int, line: CartLine, rules: RuleSet, cart: Cart, explain: bool) -> _Line:
     lr = rules.line_rules(line.sku, cart.country, cart.channel)
-    ln = _Line(index=index, line=line, rules=lr, notes={} if explain else None)
+    ln = _Line(
+        index, line, lr, lr.candidates, lr.groups, lr.candidate_map, notes={} if explain else None
+    )
     if not lr.known:
         _deny(ln, (ReasonCode.UNKNOWN_SKU,), "the SKU is not in the catalog")
     elif lr.deny is not None:
@@ -174,7 +191,7 @@ def _check_line(index: int, line: CartLine, rules: RuleSet, cart: Cart, explain:
     elif lr.not_shippable is not None:
         _deny(ln, (ReasonCode.NOT_SHIPPABLE,), lr.not_shippable)
     elif lr.max_quantity is not None and line.quantity > lr.max_quantity:
-        origin = next(o for n, _, o in lr.origins if n == "max_quantity")
+        origin = _origin(lr, "max_quantity")
         _deny(
             ln,
             (ReasonCode.QUANTITY_LIMIT,),
@@ -182,11 +199,11 @@ def _check_line(index: int, line: CartLine, rules: RuleSet, cart: Cart, explain:
         )
     else:
         pickup = cart.pickup_location
-        if pickup is None:
-            ln.candidates = lr.candidates
-        else:
+        if pickup is not None:
             found = lr.by_location.get(pickup)
             ln.candidates = (found,) if found is not None else ()
+            ln.groups = (ln.candidates,) if found is not None else ()
+            ln.candidate_map = {pickup: found} if found is not None else {}
         if not ln.candidates:
             why = (
                 f"the pickup location {pickup} cannot serve it"
@@ -206,104 +223,96 @@ def _deny(ln: _Line, reasons: tuple[ReasonCode, ...], summary: str) -> None:
 # --- step 2: one location for the whole cart ----------------------------------------------------
 
 
-def _single_location(
-    active: list[_Line], cart_rules: CartRules, stock: _Stock, country: str
-) -> Candidate | None:
+def _single_location(active: list[_Line], cart_rules: CartRules, stock: _Stock) -> Candidate | None:
+    """The best location that can serve every line in full, or None.
+
+    Locations are tried in static rank order (the first line's groups): the first group with a
+    location that serves everything holds the answer, so later groups are never read."""
     need: dict[str, int] = {}
+    levels: dict[str, dict[str, int]] = {}
     for ln in active:
-        need[ln.line.sku] = need.get(ln.line.sku, 0) + ln.line.quantity
-    by_sku = {ln.line.sku: ln for ln in active}
-    common: set[str] | None = None
-    for ln in active:
-        ids = {c.location.id for c in ln.candidates}
-        common = ids if common is None else common & ids
-    if not common:
-        return None
-    best: tuple[tuple[int, ...], Candidate] | None = None
-    for loc_id in common:
-        total = 0
-        cand: Candidate | None = None
-        for sku, quantity in need.items():
-            cand = by_sku[sku].rules.by_location[loc_id]
-            left = stock.left(sku, cand)
-            if left is None or left < quantity:
-                break
-            total += min(left, UNLIMITED)
-        else:
-            assert cand is not None
-            key = _rank_key(cand, cart_rules.criteria, country, total, 0, set())
-            if best is None or key < best[0]:
-                best = (key, cand)
-    return None if best is None else best[1]
-
-
-def _rank_key(
-    cand: Candidate,
-    criteria: tuple[str, ...],
-    country: str,
-    left: int,
-    need: int,
-    open_locations: set[str] | dict[str, None],
-) -> tuple[int, ...]:
-    key: list[int] = []
-    for criterion in criteria:
-        if criterion == "same_country":
-            key.append(0 if cand.location.country == country else 1)
-        elif criterion == "priority":
-            key.append(cand.location.priority)
-        elif criterion == "most_stock":
-            key.append(-left)
-        elif criterion == "whole_line":
-            key.append(0 if need and left >= need else 1)
-        elif criterion == "fewest_shipments":
-            key.append(0 if cand.location.id in open_locations else 1)
-    key.append(cand.location.index)
-    return tuple(key)
+        sku = ln.line.sku
+        need[sku] = need.get(sku, 0) + ln.line.quantity
+        levels[sku] = stock.levels(sku, ln.candidate_map)
+    wanted = [(levels[sku], quantity) for sku, quantity in need.items()]
+    rank = cart_rules.rank
+    for group in active[0].groups:
+        best: tuple[tuple[int, ...], Candidate] | None = None
+        for cand in group:
+            location_id = cand.location.id
+            total = 0
+            for sku_levels, quantity in wanted:
+                left = sku_levels.get(location_id, 0)
+                if left < quantity:
+                    break
+                total += left
+            else:
+                key = rank(cand, min(total, UNLIMITED), 0, _NO_LOCATIONS)
+                if best is None or key < best[0]:
+                    best = (key, cand)
+        if best is not None:
+            return best[1]
+    return None
 
 
 # --- step 3: greedy fill ------------------------------------------------------------------------
 
 
-def _ranked(
-    ln: _Line, cart_rules: CartRules, stock: _Stock, country: str, open_locations: dict[str, None]
-) -> list[tuple[Candidate, int]]:
-    """Candidates with known, positive allocatable stock, best first."""
-    sku = ln.line.sku
-    usable = []
-    for cand in ln.candidates:
-        left = stock.left(sku, cand)
-        if left:
-            usable.append((cand, left))
-    if len(usable) > 1 and not _DYNAMIC.isdisjoint(cart_rules.criteria):
-        need = ln.line.quantity
-        usable.sort(
-            key=lambda cl: _rank_key(
-                cl[0], cart_rules.criteria, country, cl[1], need, open_locations
-            )
-        )
-    return usable
+def _usable(
+    ln: _Line, cart_rules: CartRules, stock: _Stock, open_locations: dict[str, None]
+) -> Iterator[tuple[Candidate, int]]:
+    """Candidates with known, positive allocatable stock, best first, read lazily."""
+    levels = stock.levels(ln.line.sku, ln.candidate_map)
+    need = ln.line.quantity
+    for group in ln.groups:
+        if len(group) == 1:
+            left = levels.get(group[0].location.id)
+            if left:
+                yield group[0], left
+            continue
+        rank = cart_rules.rank
+        decorated = []
+        for cand in group:
+            left = levels.get(cand.location.id)
+            if left:
+                decorated.append((rank(cand, left, need, open_locations), cand, left))
+        decorated.sort()
+        for _, cand, left in decorated:
+            yield cand, left
 
 
-def _fill(
-    ln: _Line, cart_rules: CartRules, stock: _Stock, country: str, open_locations: dict[str, None]
-) -> None:
-    usable = _ranked(ln, cart_rules, stock, country, open_locations)
+def _fill(ln: _Line, cart_rules: CartRules, stock: _Stock, open_locations: dict[str, None]) -> None:
     quantity = ln.line.quantity
-    ln.available = min(sum(left for _, left in usable), UNLIMITED)
-    slots = cart_rules.max_locations_per_line
-    new_allowed = (
-        None
-        if cart_rules.max_shipments is None
-        else max(0, cart_rules.max_shipments - len(open_locations))
-    )
-    if slots is None and new_allowed is None:
-        plan = _greedy(usable, quantity)
+    usable_iter = _usable(ln, cart_rules, stock, open_locations)
+    first = next(usable_iter, None)
+    max_shipments = cart_rules.max_shipments
+    if (
+        first is not None
+        and first[1] >= quantity
+        and (
+            max_shipments is None
+            or first[0].location.id in open_locations
+            or len(open_locations) < max_shipments
+        )
+    ):
+        # The best-ranked location covers the line: what every strategy below would choose.
+        plan = [(first[0], quantity)]
+        usable = [first]
+        if ln.notes is not None:
+            usable.extend(usable_iter)
     else:
-        plan = _greedy_capped(usable, quantity, slots, new_allowed, open_locations, True)
-        if sum(q for _, q in plan) < quantity:
-            plain = _greedy_capped(usable, quantity, slots, new_allowed, open_locations, False)
-            if sum(q for _, q in plain) > sum(q for _, q in plan):
-                plan = plain
+        usable = ([first] if first is not None else []) + list(usable_iter)
+        slots = cart_rules.max_locations_per_line
+        new_allowed = None if max_shipments is None else max(0, max_shipments - len(open_locations))
+        if slots is None and new_allowed is None:
+            plan = _greedy(usable, quantity)
+        else:
+            plan = _greedy_capped(usable, quantity, slots, new_allowed, open_locations, True)
+            if sum(q for _, q in plan) < quantity:
+                plain = _greedy_capped(usable, quantity, slots, new_allowed, open_locations, False)
+                if sum(q for _, q in plain) > sum(q for _, q in plan):
+                    plan = plain
+    ln.available = min(sum(left for _, left in usable), UNLIMITED)
     for cand, take in plan:
         _take(ln, cand.location.id, take, stock)
         open_locations[cand.location.id] = None
@@ -380,6 +389,7 @@ def _greedy_capped(
 
 def _take(ln: _Line, location_id: str, quantity: int, stock: _Stock) -> None:
     ln.allocations[location_id] = ln.allocations.get(location_id, 0) + quantity
+    ln.allocated += quantity
     stock.take(ln.line.sku, location_id, quantity)
 
 
@@ -387,6 +397,7 @@ def _release(ln: _Line, stock: _Stock) -> None:
     for location_id, quantity in ln.allocations.items():
         stock.give_back(ln.line.sku, location_id, quantity)
     ln.allocations.clear()
+    ln.allocated = 0
 
 
 # --- step 4: what is still short ----------------------------------------------------------------
@@ -397,12 +408,12 @@ def _shortfall(
     cart_rules: CartRules,
     stock: _Stock,
     now: datetime,
-    country: str,
     open_locations: dict[str, None],
 ) -> None:
     sku = ln.line.sku
     lr = ln.rules
     quantity = ln.line.quantity
+    stock.levels(sku, ln.candidate_map)
     unknown = [c for c in ln.candidates if stock.left(sku, c) is None]
     policy = lr.unknown_availability
     if unknown and policy == "allocate":
@@ -840,6 +851,7 @@ def assess(
     stock = _Stock(availability)
     sellable = 0
     unknown = False
+    stock.levels(sku, lr.candidate_map)
     for cand in lr.candidates:
         left = stock.left(sku, cand)
         if left is None:

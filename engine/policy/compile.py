@@ -17,11 +17,12 @@ All of this work is done once, when rules load. Per cart, `RuleSet.line_rules` a
 from __future__ import annotations
 
 import fnmatch
+import functools
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import msgspec
 from msgspec import UNSET
@@ -44,6 +45,7 @@ __all__ = (
     "compile_files",
     "load_rule_set",
     "load_rule_set_texts",
+    "rank_key",
 )
 
 BUILT_IN: Final[dict[str, Any]] = {
@@ -153,6 +155,38 @@ class Candidate:
     origins: tuple[tuple[str, Any, Origin], ...]
 
 
+RankKey = Callable[["Candidate", int, int, Container[str]], tuple[int, ...]]
+"""(candidate, allocatable here, quantity needed, locations the cart already uses) -> sort key."""
+
+_DYNAMIC: Final = {
+    "most_stock": "-left",
+    "whole_line": "(0 if need and left >= need else 1)",
+    "fewest_shipments": "(0 if c.location.id in opened else 1)",
+}
+_STATIC: Final = ("same_country", "priority")
+
+
+@functools.cache
+def rank_key(criteria: tuple[str, ...]) -> RankKey:
+    """Compile routing criteria into one sort-key function, once per distinct list.
+
+    Static criteria (same country, priority) are precomputed per candidate in `static_key`;
+    dynamic ones (stock, whole line, open locations) are read at decision time. The generated
+    expression only ever contains the fixed fragments above, never text from a rule file.
+    """
+    parts: list[str] = []
+    static = 0
+    for criterion in criteria:
+        if criterion in _STATIC:
+            parts.append(f"c.static_key[{static}]")
+            static += 1
+        elif criterion in _DYNAMIC:
+            parts.append(_DYNAMIC[criterion])
+    parts.append("c.location.index")
+    source = f"lambda c, left, need, opened: ({', '.join(parts)},)"
+    return cast(RankKey, eval(source, {"__builtins__": {}}))  # noqa: S307 - fixed fragments
+
+
 @dataclass(frozen=True, slots=True)
 class CartRules:
     """Settings that apply to a whole cart, for one (country, channel)."""
@@ -162,6 +196,17 @@ class CartRules:
     max_locations_per_line: int | None
     partial_cart: bool
     origins: tuple[tuple[str, Any, Origin], ...]
+    rank: RankKey = field(init=False)
+    dynamic: bool = field(init=False)
+    """True when the ranking depends on stock or on the cart, so candidates must be sorted."""
+    static_first: bool = field(init=False)
+    """True when every static criterion comes before every dynamic one."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rank", rank_key(self.criteria))
+        object.__setattr__(self, "dynamic", not set(_DYNAMIC).isdisjoint(self.criteria))
+        kinds = [c in _DYNAMIC for c in self.criteria if c in _DYNAMIC or c in _STATIC]
+        object.__setattr__(self, "static_first", kinds == sorted(kinds))
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +225,11 @@ class LineRules:
     backorder: Backorder
     candidates: tuple[Candidate, ...]
     """Enabled locations that may send this SKU to the country, best static rank first."""
+    groups: tuple[tuple[Candidate, ...], ...]
+    """The candidates in rank groups: within a group only the dynamic criteria (stock, whole
+    line, open locations) decide the order, so a group of one needs no stock read to rank."""
+    candidate_ids: frozenset[str]
+    candidate_map: dict[str, Candidate]
     by_location: dict[str, Candidate]
     """Every enabled location with its thresholds, shipping or not (for click and collect)."""
     excluded: tuple[tuple[str, str], ...]
@@ -347,6 +397,7 @@ class RuleSet:
             else:
                 candidates.append(cand)
         candidates.sort(key=lambda c: c.static_key)
+        groups = _rank_groups(candidates, cart)
         return LineRules(
             sku=sku,
             known=known,
@@ -358,6 +409,9 @@ class RuleSet:
             unknown_availability=unknown,
             backorder=backorder,
             candidates=tuple(candidates),
+            groups=groups,
+            candidate_ids=frozenset(c.location.id for c in candidates),
+            candidate_map={c.location.id: c for c in candidates},
             by_location=by_location,
             excluded=tuple(excluded),
             origins=tuple(origins),
@@ -414,7 +468,24 @@ def _countries(codes: frozenset[str]) -> str:
     return ", ".join(ordered) if ordered else "nowhere"
 
 
+def _rank_groups(candidates: list[Candidate], cart: CartRules) -> tuple[tuple[Candidate, ...], ...]:
+    """Split statically sorted candidates into groups of equal static rank. When a dynamic
+    criterion comes before a static one, the static order means nothing: one group of all."""
+    if not candidates:
+        return ()
+    if not cart.static_first:
+        return (tuple(candidates),)
+    groups: list[list[Candidate]] = [[candidates[0]]]
+    for cand in candidates[1:]:
+        if cand.static_key[:-1] == groups[-1][0].static_key[:-1] and cart.dynamic:
+            groups[-1].append(cand)
+        else:
+            groups.append([cand])
+    return tuple(tuple(g) for g in groups)
+
+
 def _static_key(loc: Location, country: str, criteria: tuple[str, ...]) -> tuple[int, ...]:
+    """The static criteria in their order, then the location's place in the files."""
     key: list[int] = []
     for criterion in criteria:
         if criterion == "same_country":

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, cast
+from typing import Any, Final
 
 from engine.availability.record import Availability, StockRecord
 from engine.model import (
@@ -60,7 +60,7 @@ class _Line:
     rules: LineRules
     candidates: tuple[Candidate, ...] = ()
     groups: tuple[tuple[Candidate, ...], ...] = ()
-    candidate_map: dict[str, Candidate] = field(default_factory=dict)
+    thresholds: dict[str, tuple[int, int]] = field(default_factory=dict)
     status: LineStatus | None = None
     reasons: tuple[ReasonCode, ...] = ()
     message: str | None = None
@@ -94,8 +94,9 @@ class _Stock:
         unknown = self._unknown.get(sku)
         return unknown is not None and location_id in unknown
 
-    def levels(self, sku: str, candidates: dict[str, Candidate]) -> dict[str, int]:
-        """Location id -> allocatable, for the candidates that have a record of `sku`."""
+    def levels(self, sku: str, thresholds: dict[str, tuple[int, int]]) -> dict[str, int]:
+        """Location id -> allocatable, for the candidates that have a record of `sku`.
+        `thresholds` maps each candidate location to its (min ATP, safety stock)."""
         found = self._levels.get(sku)
         if found is not None:
             return found
@@ -103,16 +104,16 @@ class _Stock:
         records = self._by_sku.get(sku)
         if records:
             for location_id, rec in records.items():
-                cand = candidates.get(location_id)
-                if cand is None:
+                threshold = thresholds.get(location_id)
+                if threshold is None:
                     continue
+                atp = rec.atp
                 if rec.unlimited:
                     found[location_id] = UNLIMITED
-                elif rec.atp < cand.min_atp:
+                elif atp < threshold[0] or atp <= threshold[1]:
                     found[location_id] = 0
                 else:
-                    left = rec.atp - cand.safety_stock
-                    found[location_id] = left if left > 0 else 0
+                    found[location_id] = atp - threshold[1]
         self._levels[sku] = found
         return found
 
@@ -181,7 +182,7 @@ def decide(
 def _check_line(index: int, line: CartLine, rules: RuleSet, cart: Cart, explain: bool) -> _Line:
     lr = rules.line_rules(line.sku, cart.country, cart.channel)
     ln = _Line(
-        index, line, lr, lr.candidates, lr.groups, lr.candidate_map, notes={} if explain else None
+        index, line, lr, lr.candidates, lr.groups, lr.thresholds, notes={} if explain else None
     )
     if not lr.known:
         _deny(ln, (ReasonCode.UNKNOWN_SKU,), "the SKU is not in the catalog")
@@ -203,7 +204,9 @@ def _check_line(index: int, line: CartLine, rules: RuleSet, cart: Cart, explain:
             found = lr.by_location.get(pickup)
             ln.candidates = (found,) if found is not None else ()
             ln.groups = (ln.candidates,) if found is not None else ()
-            ln.candidate_map = {pickup: found} if found is not None else {}
+            ln.thresholds = (
+                {pickup: (found.min_atp, found.safety_stock)} if found is not None else {}
+            )
         if not ln.candidates:
             why = (
                 f"the pickup location {pickup} cannot serve it"
@@ -233,7 +236,7 @@ def _single_location(active: list[_Line], cart_rules: CartRules, stock: _Stock) 
     for ln in active:
         sku = ln.line.sku
         need[sku] = need.get(sku, 0) + ln.line.quantity
-        levels[sku] = stock.levels(sku, ln.candidate_map)
+        levels[sku] = stock.levels(sku, ln.thresholds)
     wanted = [(levels[sku], quantity) for sku, quantity in need.items()]
     rank = cart_rules.rank
     for group in active[0].groups:
@@ -262,7 +265,7 @@ def _usable(
     ln: _Line, cart_rules: CartRules, stock: _Stock, open_locations: dict[str, None]
 ) -> Iterator[tuple[Candidate, int]]:
     """Candidates with known, positive allocatable stock, best first, read lazily."""
-    levels = stock.levels(ln.line.sku, ln.candidate_map)
+    levels = stock.levels(ln.line.sku, ln.thresholds)
     need = ln.line.quantity
     for group in ln.groups:
         if len(group) == 1:
@@ -413,7 +416,7 @@ def _shortfall(
     sku = ln.line.sku
     lr = ln.rules
     quantity = ln.line.quantity
-    stock.levels(sku, ln.candidate_map)
+    stock.levels(sku, ln.thresholds)
     unknown = [c for c in ln.candidates if stock.left(sku, c) is None]
     policy = lr.unknown_availability
     if unknown and policy == "allocate":
@@ -599,14 +602,19 @@ def _decision(
     explain: bool,
     single: bool,
 ) -> Decision:
-    denied = sum(1 for ln in lines if ln.status is LineStatus.DENIED)
+    denied = reserved = 0
+    for ln in lines:
+        if ln.status is LineStatus.DENIED:
+            denied += 1
+        elif ln.status is LineStatus.RESERVED:
+            reserved += 1
     if denied and (denied == len(lines) or not cart_rules.partial_cart):
         outcome = Outcome.DENY
-    elif any(ln.status is LineStatus.RESERVED for ln in lines):
+    elif reserved:
         outcome = Outcome.RESERVE
     else:
         outcome = Outcome.ALLOCATE
-    decisions = tuple(_line_decision(ln, rules, stock, cart) for ln in lines)
+    decisions = tuple([_line_decision(ln, rules, stock, cart) for ln in lines])
     shipments: tuple[Shipment, ...] = ()
     if outcome is not Outcome.DENY:
         grouped: dict[str, list[ShipmentLine]] = {}
@@ -615,13 +623,12 @@ def _decision(
                 continue
             for location_id, quantity in ln.allocations.items():
                 grouped.setdefault(location_id, []).append(
-                    ShipmentLine(line=ln.index, sku=ln.line.sku, quantity=quantity)
+                    ShipmentLine(ln.index, ln.line.sku, quantity)
                 )
         order = rules.location_by_id
-        shipments = tuple(
-            Shipment(location_id=loc, lines=tuple(items))
-            for loc, items in sorted(grouped.items(), key=lambda kv: order[kv[0]].index)
-        )
+        if len(grouped) > 1:
+            grouped = dict(sorted(grouped.items(), key=lambda kv: order[kv[0]].index))
+        shipments = tuple([Shipment(loc, tuple(items)) for loc, items in grouped.items()])
     explanation = None
     if explain:
         explanation = CartExplanation(
@@ -638,6 +645,11 @@ def _decision(
     )
 
 
+_STOCK_REASONS: Final = frozenset(
+    {ReasonCode.INSUFFICIENT_STOCK, ReasonCode.BELOW_SAFETY_STOCK, ReasonCode.SPLIT_LIMIT}
+)
+
+
 def _line_decision(ln: _Line, rules: RuleSet, stock: _Stock, cart: Cart) -> LineDecision:
     status = ln.status or LineStatus.DENIED
     reserved = ln.reservation.quantity if ln.reservation is not None else 0
@@ -646,8 +658,7 @@ def _line_decision(ln: _Line, rules: RuleSet, stock: _Stock, cart: Cart) -> Line
         status is LineStatus.DENIED
         and ln.available is not None
         and ln.reasons
-        and ln.reasons[0]
-        in {ReasonCode.INSUFFICIENT_STOCK, ReasonCode.BELOW_SAFETY_STOCK, ReasonCode.SPLIT_LIMIT}
+        and ln.reasons[0] in _STOCK_REASONS
     ):
         available = ln.available
     return LineDecision(
@@ -657,9 +668,7 @@ def _line_decision(ln: _Line, rules: RuleSet, stock: _Stock, cart: Cart) -> Line
         status=status,
         allocated=ln.allocated,
         reserved=reserved,
-        allocations=tuple(
-            Allocation(location_id=loc, quantity=q) for loc, q in ln.allocations.items()
-        ),
+        allocations=tuple([Allocation(loc, q) for loc, q in ln.allocations.items()]),
         reservation=ln.reservation,
         reasons=ln.reasons,
         message=ln.message,
@@ -851,7 +860,7 @@ def assess(
     stock = _Stock(availability)
     sellable = 0
     unknown = False
-    stock.levels(sku, lr.candidate_map)
+    stock.levels(sku, lr.thresholds)
     for cand in lr.candidates:
         left = stock.left(sku, cand)
         if left is None:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from engine.availability import Availability, StockRecord
 from engine.model import Cart, CartLine, Decision
-from engine.policy import RuleSet, load_rule_set, load_rule_set_texts
+from engine.policy import RuleSet, load_rule_set_texts
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "rules"
@@ -34,9 +34,7 @@ def stock(*rows: tuple[Any, ...], unknown: dict[str, Iterable[str]] | None = Non
         sku, location_id, atp = row[:3]
         extra = row[3] if len(row) > 3 else {}
         records.append(StockRecord(sku=sku, location_id=location_id, atp=atp, **extra))
-    return Availability.from_records(
-        records, {k: frozenset(v) for k, v in (unknown or {}).items()}
-    )
+    return Availability.from_records(records, {k: frozenset(v) for k, v in (unknown or {}).items()})
 
 
 def cart(country: str, *lines: tuple[str, int], **fields: Any) -> Cart:

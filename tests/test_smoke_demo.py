@@ -5,7 +5,12 @@ from tests.helpers import allocations, cart, stock
 def test_demo_rules_load_without_warnings(demo_rules):
     assert demo_rules.warnings == ()
     assert [loc.id for loc in demo_rules.locations] == [
-        "dub-dc", "ams-dc", "lon-store", "nyc-3pl", "ber-dropship", "old-cork",
+        "dub-dc",
+        "ams-dc",
+        "lon-store",
+        "nyc-3pl",
+        "ber-dropship",
+        "old-cork",
     ]
 
 

@@ -229,7 +229,8 @@ class LineRules:
     """The candidates in rank groups: within a group only the dynamic criteria (stock, whole
     line, open locations) decide the order, so a group of one needs no stock read to rank."""
     candidate_ids: frozenset[str]
-    candidate_map: dict[str, Candidate]
+    thresholds: dict[str, tuple[int, int]]
+    """Candidate location id -> (min ATP, safety stock): what reading stock needs, flat."""
     by_location: dict[str, Candidate]
     """Every enabled location with its thresholds, shipping or not (for click and collect)."""
     excluded: tuple[tuple[str, str], ...]
@@ -411,7 +412,7 @@ class RuleSet:
             candidates=tuple(candidates),
             groups=groups,
             candidate_ids=frozenset(c.location.id for c in candidates),
-            candidate_map={c.location.id: c for c in candidates},
+            thresholds={c.location.id: (c.min_atp, c.safety_stock) for c in candidates},
             by_location=by_location,
             excluded=tuple(excluded),
             origins=tuple(origins),
@@ -521,6 +522,8 @@ class _Compiler:
         self.loaded = loaded
         self.problems: list[Problem] = list(loaded.problems)
         self.groups: dict[str, frozenset[str]] = {}
+        self.broken_groups = loaded.broken.get("country_groups", set())
+        self.broken_locations = loaded.broken.get("locations", set())
 
     def error(self, item: Loaded[Any], sub: Path_, message: str, *, key: bool = False) -> None:
         self.problems.append(item.problem(sub, message, key=key))
@@ -535,6 +538,14 @@ class _Compiler:
                 result.add(ref)
             elif ref in self.groups:
                 result |= self.groups[ref]
+            elif ref in self.broken_groups:
+                continue
+            elif ref.lower() in self.groups:
+                self.error(
+                    item,
+                    (*sub, i),
+                    f"`{ref}`: country group names are lower case (`{ref.lower()}`)",
+                )
             elif ref.upper() in COUNTRY_CODES and ref.upper() not in self.groups:
                 self.error(
                     item, (*sub, i), f"`{ref}`: write country codes in capitals (`{ref.upper()}`)"
@@ -640,6 +651,7 @@ class _Compiler:
                     (),
                     "`defaults` is written twice (first at "
                     f"{Path(first.source.file).name}:{first.line}); keep one",
+                    key=True,
                 )
         if loaded.defaults:
             item = loaded.defaults[0]
@@ -698,7 +710,7 @@ class _Compiler:
                 "(for example `safety_stock: 2` or `deny: {}`) or remove the rule",
             )
         for i, loc_id in enumerate(match.locations):
-            if loc_id not in location_by_id:
+            if loc_id not in location_by_id and loc_id not in self.broken_locations:
                 self.error(
                     item,
                     ("match", "locations", i),

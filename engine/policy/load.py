@@ -81,6 +81,8 @@ class SourceMap:
     values: dict[Path_, Mark] = field(default_factory=dict)
     keys: dict[Path_, Mark] = field(default_factory=dict)
     scalars: dict[Path_, ScalarNode] = field(default_factory=dict)
+    unbuildable: set[Path_] = field(default_factory=set)
+    """Values YAML could not build; already reported, so their items are not checked again."""
 
     def mark(self, path: Path_, *, key: bool = False) -> Mark:
         """The mark of `path`, or of its nearest ancestor that has one."""
@@ -112,7 +114,9 @@ class Loaded(Generic[T]):
 
     @property
     def line(self) -> int:
-        return self.source.mark(self.path).line
+        """Where the item starts: its `- ` for a list item, its key for `defaults:`."""
+        key = bool(self.path) and isinstance(self.path[-1], str)
+        return self.source.mark(self.path, key=key).line
 
     def problem(
         self, sub: Path_, message: str, *, key: bool = False, severity: Severity = Severity.ERROR
@@ -132,6 +136,8 @@ class LoadedFiles:
     problems: list[Problem] = field(default_factory=list)
     digest: str = ""
     files: tuple[str, ...] = ()
+    broken: dict[str, set[str]] = field(default_factory=dict)
+    """Section -> names of items that had errors (their problems are already listed)."""
 
 
 # --- YAML to values with marks ------------------------------------------------------------------
@@ -147,7 +153,12 @@ class _Builder:
         self.source.values[path] = Mark(node.start_mark.line + 1, node.start_mark.column + 1)
         if isinstance(node, ScalarNode):
             self.source.scalars[path] = node
-            return self._constructor.construct_object(node, deep=True)
+            try:
+                return self._constructor.construct_object(node, deep=True)
+            except (ValueError, yaml.YAMLError) as exc:
+                self.problems.append(self._unbuildable(node, exc))
+                self.source.unbuildable.add(path)
+                return None
         if isinstance(node, SequenceNode):
             return [self.build(child, (*path, i)) for i, child in enumerate(node.value)]
         if isinstance(node, MappingNode):
@@ -185,6 +196,21 @@ class _Builder:
             return result
         raise TypeError(f"unexpected YAML node {node!r}")  # pragma: no cover - yaml has 3 kinds
 
+    def _unbuildable(self, node: ScalarNode, exc: Exception) -> Problem:
+        mark = node.start_mark
+        line, column = mark.line + 1, mark.column + 1
+        if node.tag == "tag:yaml.org,2002:timestamp":
+            message = (
+                f"`{node.value}` looks like a date but is not a real one; write it in "
+                f'quotes ("{node.value}") if it is meant as text'
+            )
+        elif node.tag.startswith("tag:yaml.org,2002:"):
+            kind = node.tag.rsplit(":", 1)[-1]
+            message = f"`{node.value}` cannot be read as {kind}: remove the `!!{kind}` tag"
+        else:
+            message = f"the YAML tag `{node.tag}` is not supported here: remove it"
+        return Problem(self.source.file, line, column, message)
+
 
 def _parse_yaml(text: str, source: SourceMap) -> tuple[Any, list[Problem]]:
     try:
@@ -194,8 +220,18 @@ def _parse_yaml(text: str, source: SourceMap) -> tuple[Any, list[Problem]]:
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         what = exc.problem or "the file is not valid YAML"
         hint = ""
-        if "\t" in text and "tab" in str(exc).lower():
+        lines = text.splitlines()
+        if mark is not None and mark.line < len(lines) and "\t" in lines[mark.line]:
             hint = " (indent with spaces, not tabs)"
+        elif (
+            mark is not None
+            and exc.context
+            and exc.context_mark is not None
+            and exc.context_mark.line != mark.line
+        ):
+            opened = exc.context_mark.line + 1
+            advice = "is a bracket left open?" if "flow" in exc.context else "check the indentation"
+            hint = f" ({exc.context} that starts on line {opened}: {advice})"
         return None, [Problem(source.file, line, column, f"not valid YAML: {what}{hint}")]
     except yaml.YAMLError as exc:
         return None, [Problem(source.file, 1, 1, f"not valid YAML: {exc}")]
@@ -221,6 +257,24 @@ def _suggest(word: str, choices: list[str] | tuple[str, ...]) -> str:
     return f" (did you mean `{close[0]}`?)" if close else ""
 
 
+_FOUND_WORDS: Final = {
+    "int": "a number",
+    "float": "a number",
+    "str": "text",
+    "bool": "true/false",
+    "array": "a list",
+    "object": "a mapping",
+    "null": "empty",
+    "datetime": "a date",
+    "date": "a date",
+}
+_MAPPING_EXAMPLES: Final = {
+    "ship_to": "`ship_to: {deny: [GB]}`",
+    "backorder": "`backorder: {allowed: true}`",
+    "routing": "`routing: {max_shipments: 2}`",
+    "match": "`match: {tags: [home]}`",
+    "deny": "`deny: {message: ...}`",
+}
 _TYPE_WORDS: Final = {
     "int": "a whole number",
     "str": "text",
@@ -276,24 +330,49 @@ def _translate(
     if m := re.match(r"Expected `(.+?)`, got `(.+?)`$", message):
         expected, got = m[1], m[2]
         if got == "bool" and raw in _YAML_BOOL_WORDS and "str" in expected:
-            country = raw.upper()
-            meaning = f" to mean the country code {country}" if country in COUNTRY_CODES else ""
             truth = "true" if raw.lower() in {"yes", "true", "on"} else "false"
+            choices = _choices(rel)
+            if choices:
+                return source.problem(
+                    path, f"`{raw}` is read by YAML as {truth}; use one of: {choices}"
+                )
+            country = raw.upper()
+            if _is_country_field(rel) and country in COUNTRY_CODES:
+                return source.problem(
+                    path,
+                    f"`{raw}` is read by YAML as {truth}, not as text; write it in quotes "
+                    f'("{country}") to mean the country code {country}',
+                )
             return source.problem(
                 path,
-                f"`{raw}` is read by YAML as {truth}, not as text; write it in quotes "
-                f'("{raw}"){meaning}',
+                f'`{raw}` is read by YAML as {truth}, not as text; write it in quotes ("{raw}")',
             )
-        if got in {"int", "float"} and "str" in expected and node is not None:
+        if got in {"int", "float", "datetime", "date"} and "str" in expected and node is not None:
+            kind = "a date" if got in {"datetime", "date"} else "a number"
             return source.problem(
                 path,
-                f"{name} must be text, but `{raw}` is read as a number; write it in quotes "
+                f"{name} must be text, but `{raw}` is read as {kind}; write it in quotes "
                 f'("{raw}") so it is kept exactly as written',
             )
-        shown = f"`{raw}`" if raw is not None else f"a {_TYPE_WORDS.get(got, got)}"
+        if (
+            got == "str"
+            and node is not None
+            and node.style in {"'", '"'}
+            and ("int" in expected or "bool" in expected)
+        ):
+            return source.problem(
+                path,
+                f"{name} must be {_type_words(expected)}, but `{raw}` is in quotes, which "
+                "makes it text: remove the quotes",
+            )
+        shown = f"`{raw}`" if raw is not None else _FOUND_WORDS.get(got, got)
         if got == "null":
             shown = "empty"
-        return source.problem(path, f"{name} must be {_type_words(expected)}, not {shown}")
+        wanted = _type_words(expected)
+        last = rel[-1] if rel else None
+        if "object" in expected and isinstance(last, str) and last in _MAPPING_EXAMPLES:
+            wanted = f"a mapping, for example {_MAPPING_EXAMPLES[last]}"
+        return source.problem(path, f"{name} must be {wanted}, not {shown}")
     if m := re.match(r"Expected `(?:int|float)` >= (\d+)", message):
         if m[1] == "0":
             return source.problem(path, f"{name} cannot be negative (`{raw}`): use 0 or more")
@@ -322,10 +401,13 @@ def _translate(
 def _enum_sentence(rel: Path_, value: str) -> str:
     names = [p for p in rel if isinstance(p, str)]
     last = names[-1] if names else ""
-    if last in {"country"} or "ships_to" in names or "countries" in names:
+    if _is_country_field(rel):
         upper = value.upper()
         if upper in COUNTRY_CODES and upper != value:
             return f"`{value}`: write country codes in capitals (`{upper}`)"
+        if upper in _COMMON_MISTAKES:
+            mistake = _COMMON_MISTAKES[upper]
+            return f"`{value}` is not an ISO 3166-1 alpha-2 country code ({mistake})"
         hint = _suggest(upper, sorted(COUNTRY_CODES))
         return f"`{value}` is not an ISO 3166-1 alpha-2 country code{hint}"
     if "criteria" in names:
@@ -335,12 +417,41 @@ def _enum_sentence(rel: Path_, value: str) -> str:
         )
     if last == "code":
         codes = [c.value for c in ReasonCode]
+        if value.upper() in codes:
+            return f"`{value}`: write reason codes in capitals (`{value.upper()}`)"
         return f"`{value}` is not a reason code{_suggest(value, codes)}; use one of: " + ", ".join(
             codes
         )
     if last == "unknown_availability":
         return f"`{value}` is not a policy for unknown availability; use deny, reserve or allocate"
     return f"`{value}` is not an allowed value for `{last}`"
+
+
+_COMMON_MISTAKES: Final = {
+    "UK": "the United Kingdom is `GB`",
+    "EL": "Greece is `GR`",
+    "EU": "for the European Union define a country group, e.g. `eu`",
+}
+
+
+def _is_country_field(rel: Path_) -> bool:
+    names = [p for p in rel if isinstance(p, str)]
+    return bool(names) and (
+        names[-1] == "country" or bool({"ships_to", "countries", "ship_to"} & set(names))
+    )
+
+
+def _choices(rel: Path_) -> str | None:
+    """The allowed words of an enumerated setting, for messages; None for free text."""
+    names = [p for p in rel if isinstance(p, str)]
+    last = names[-1] if names else ""
+    if last == "unknown_availability":
+        return "deny, reserve or allocate"
+    if "criteria" in names:
+        return ", ".join(CRITERIA)
+    if last == "code":
+        return ", ".join(c.value for c in ReasonCode)
+    return None
 
 
 def _target_type(base: Path_, rel: Path_) -> type[Any] | None:
@@ -488,8 +599,22 @@ def _convert(
     if value is None:
         loaded.problems.append(source.problem(path, f"{noun} is empty"))
         return None
+    if any(bad[: len(path)] == path for bad in source.unbuildable):
+        _note_broken(value, path, loaded)
+        return None
     try:
         return msgspec.convert(value, spec, strict=True)
     except msgspec.ValidationError as exc:
         loaded.problems.append(_translate(exc, source, path, noun))
+        _note_broken(value, path, loaded)
         return None
+
+
+def _note_broken(value: Any, path: Path_, loaded: LoadedFiles) -> None:
+    """Remember the name of an item that failed, so references to it are not reported as
+    references to nothing: its own error is the one to fix."""
+    section = path[0] if path else None
+    if isinstance(section, str) and section in _SECTION_KEY and isinstance(value, dict):
+        name = value.get(_SECTION_KEY[section])
+        if isinstance(name, str):
+            loaded.broken.setdefault(section, set()).add(name)

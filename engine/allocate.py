@@ -79,12 +79,16 @@ class _Stock:
     may serve it, and then only adjusted, so a SKU on several lines of a cart draws from one
     pool. A candidate with no record has nothing, unless its source could not answer (None)."""
 
-    __slots__ = ("_by_sku", "_levels", "_unknown")
+    __slots__ = ("_by_sku", "_levels", "_unknown", "consumed", "opened")
 
     def __init__(self, availability: Availability) -> None:
         self._by_sku = availability.stock
         self._unknown = availability.unknown
         self._levels: dict[str, dict[str, int]] = {}
+        self.consumed: dict[str, int] = {}
+        """SKU -> units the cart's lines hold now (for telling shortage from thresholds)."""
+        self.opened: dict[str, int] = {}
+        """Location id -> lines allocated there now: the cart's shipments."""
 
     def record(self, sku: str, location_id: str) -> StockRecord | None:
         by_location = self._by_sku.get(sku)
@@ -100,20 +104,22 @@ class _Stock:
         found = self._levels.get(sku)
         if found is not None:
             return found
-        found = {}
         records = self._by_sku.get(sku)
-        if records:
-            for location_id, rec in records.items():
-                threshold = thresholds.get(location_id)
-                if threshold is None:
-                    continue
-                atp = rec.atp
-                if rec.unlimited:
-                    found[location_id] = UNLIMITED
-                elif atp < threshold[0] or atp <= threshold[1]:
-                    found[location_id] = 0
-                else:
-                    found[location_id] = atp - threshold[1]
+        found = (
+            {
+                location_id: (
+                    UNLIMITED
+                    if rec.unlimited
+                    else rec.atp - limits[1]
+                    if rec.atp >= limits[0] and rec.atp > limits[1]
+                    else 0
+                )
+                for location_id, rec in records.items()
+                if (limits := thresholds.get(location_id)) is not None
+            }
+            if records
+            else {}
+        )
         self._levels[sku] = found
         return found
 
@@ -156,14 +162,13 @@ def decide(
     stock = _Stock(availability)
     lines = [_check_line(i, line, rules, cart, explain) for i, line in enumerate(cart.lines)]
     active = [ln for ln in lines if ln.status is None]
-    open_locations: dict[str, None] = {}
+    open_locations = stock.opened
     single = None
     if active and cart_rules.criteria[0] == "single_location":
         single = _single_location(active, cart_rules, stock)
     for ln in active:
         if single is not None:
             _take(ln, single.location.id, ln.line.quantity, stock)
-            open_locations[single.location.id] = None
             ln.status = LineStatus.ALLOCATED
             if ln.notes is not None:
                 ln.summary = f"the whole cart ships from {single.location.id} (single_location)"
@@ -214,6 +219,9 @@ def _check_line(index: int, line: CartLine, rules: RuleSet, cart: Cart, explain:
                 else f"no enabled location may send it to {cart.country}"
             )
             _deny(ln, (ReasonCode.NOT_SHIPPABLE,), why)
+    if ln.status is LineStatus.DENIED:
+        ln.candidates = ln.groups = ()
+        ln.thresholds = {}
     return ln
 
 
@@ -232,25 +240,34 @@ def _single_location(active: list[_Line], cart_rules: CartRules, stock: _Stock) 
     Locations are tried in static rank order (the first line's groups): the first group with a
     location that serves everything holds the answer, so later groups are never read."""
     need: dict[str, int] = {}
-    levels: dict[str, dict[str, int]] = {}
+    thresholds: dict[str, dict[str, tuple[int, int]]] = {}
     for ln in active:
         sku = ln.line.sku
         need[sku] = need.get(sku, 0) + ln.line.quantity
-        levels[sku] = stock.levels(sku, ln.thresholds)
-    wanted = [(levels[sku], quantity) for sku, quantity in need.items()]
+        thresholds[sku] = ln.thresholds
+    able: set[str] | None = None
+    for sku, quantity in need.items():
+        levels = stock.levels(sku, thresholds[sku])
+        if able is None:
+            able = {loc for loc, left in levels.items() if left >= quantity}
+        else:
+            able = {loc for loc in able if levels.get(loc, 0) >= quantity}
+        if not able:
+            return None
+    assert able is not None
+    totals = dict.fromkeys(able, 0)
+    if len(able) > 1:
+        for sku in need:
+            levels = stock.levels(sku, thresholds[sku])
+            for loc in able:
+                totals[loc] += min(levels[loc], UNLIMITED)
     rank = cart_rules.rank
     for group in active[0].groups:
         best: tuple[tuple[int, ...], Candidate] | None = None
         for cand in group:
             location_id = cand.location.id
-            total = 0
-            for sku_levels, quantity in wanted:
-                left = sku_levels.get(location_id, 0)
-                if left < quantity:
-                    break
-                total += left
-            else:
-                key = rank(cand, min(total, UNLIMITED), 0, _NO_LOCATIONS)
+            if location_id in able:
+                key = rank(cand, min(totals[location_id], UNLIMITED), 0, _NO_LOCATIONS)
                 if best is None or key < best[0]:
                     best = (key, cand)
         if best is not None:
@@ -262,7 +279,7 @@ def _single_location(active: list[_Line], cart_rules: CartRules, stock: _Stock) 
 
 
 def _usable(
-    ln: _Line, cart_rules: CartRules, stock: _Stock, open_locations: dict[str, None]
+    ln: _Line, cart_rules: CartRules, stock: _Stock, open_locations: dict[str, int]
 ) -> Iterator[tuple[Candidate, int]]:
     """Candidates with known, positive allocatable stock, best first, read lazily."""
     levels = stock.levels(ln.line.sku, ln.thresholds)
@@ -284,8 +301,13 @@ def _usable(
             yield cand, left
 
 
-def _fill(ln: _Line, cart_rules: CartRules, stock: _Stock, open_locations: dict[str, None]) -> None:
+def _fill(ln: _Line, cart_rules: CartRules, stock: _Stock, open_locations: dict[str, int]) -> None:
     quantity = ln.line.quantity
+    if ln.notes is None:
+        fast = _first_covering(ln, stock, cart_rules.max_shipments)
+        if fast is not None:
+            _take(ln, fast[0].location.id, quantity, stock)
+            return
     usable_iter = _usable(ln, cart_rules, stock, open_locations)
     first = next(usable_iter, None)
     max_shipments = cart_rules.max_shipments
@@ -318,17 +340,65 @@ def _fill(ln: _Line, cart_rules: CartRules, stock: _Stock, open_locations: dict[
     ln.available = min(sum(left for _, left in usable), UNLIMITED)
     for cand, take in plan:
         _take(ln, cand.location.id, take, stock)
-        open_locations[cand.location.id] = None
     if ln.notes is not None:
-        used = {c.location.id for c, _ in plan}
-        covered = sum(q for _, q in plan) >= quantity
-        for cand, _ in usable:
-            if cand.location.id not in used:
-                ln.notes[cand.location.id] = (
-                    "not needed: locations ranked higher covered the line"
-                    if covered
-                    else _cap_note(cart_rules)
-                )
+        _fill_notes(ln, usable, plan, cart_rules, stock)
+
+
+def _fill_notes(
+    ln: _Line,
+    usable: list[tuple[Candidate, int]],
+    plan: list[tuple[Candidate, int]],
+    cart_rules: CartRules,
+    stock: _Stock,
+) -> None:
+    """Why each candidate the fill did not use was left out, for explanations."""
+    assert ln.notes is not None
+    used = {c.location.id for c, _ in plan}
+    covered = sum(q for _, q in plan) >= ln.line.quantity
+    ranks = [c.location.id for c, _ in usable]
+    last_used = max((ranks.index(loc) for loc in used), default=-1)
+    for position, location_id in enumerate(ranks):
+        if location_id in used:
+            continue
+        if covered and position > last_used:
+            ln.notes[location_id] = "not needed: locations ranked higher covered the line"
+        else:
+            ln.notes[location_id] = _cap_note(cart_rules)
+    sku = ln.line.sku
+    usable_ids = set(ranks)
+    for cand in ln.candidates:
+        location_id = cand.location.id
+        record = stock.record(sku, location_id)
+        if location_id in usable_ids or record is None or location_id in ln.notes:
+            continue
+        if not record.unlimited and record.atp >= cand.min_atp and record.atp > cand.safety_stock:
+            ln.notes[location_id] = "its stock was taken by earlier lines of the cart"
+
+
+def _first_covering(
+    ln: _Line, stock: _Stock, max_shipments: int | None
+) -> tuple[Candidate, int] | None:
+    """The common case without ranking work: the first location with stock, in static rank
+    order, covers the line on its own (and may be opened). None when that is not so."""
+    levels = stock.levels(ln.line.sku, ln.thresholds)
+    for group in ln.groups:
+        if len(group) != 1:
+            return None
+        cand = group[0]
+        left = levels.get(cand.location.id)
+        if not left:
+            continue
+        if left < ln.line.quantity:
+            return None
+        location_id = cand.location.id
+        if (
+            max_shipments is not None
+            and location_id not in stock.opened
+            and len(stock.opened) >= max_shipments
+        ):
+            return None
+        return cand, left
+    return None
 
 
 def _cap_note(cart_rules: CartRules) -> str:
@@ -357,7 +427,7 @@ def _greedy_capped(
     quantity: int,
     slots: int | None,
     new_allowed: int | None,
-    open_locations: dict[str, None],
+    open_locations: dict[str, int],
     look_ahead: bool,
 ) -> list[tuple[Candidate, int]]:
     """Greedy fill within caps. With `look_ahead`, a location is skipped when taking it would
@@ -375,13 +445,8 @@ def _greedy_capped(
         take = min(remaining, left)
         rest = remaining - take
         if look_ahead and rest > 0:
-            others = [
-                lft
-                for c, lft in usable[i + 1 :]
-                if c.location.id in open_locations or new_left - is_new > 0
-            ]
-            others.sort(reverse=True)
-            if sum(others[: slots_left - 1]) < rest:
+            best = _best_cover(usable[i + 1 :], slots_left - 1, new_left - is_new, open_locations)
+            if best < rest:
                 continue
         plan.append((cand, take))
         remaining = rest
@@ -390,15 +455,47 @@ def _greedy_capped(
     return plan
 
 
+def _best_cover(
+    rest: list[tuple[Candidate, int]], slots: int, new: int, open_locations: dict[str, int]
+) -> int:
+    """The most that `slots` more locations could give, at most `new` of them not yet open."""
+    if slots <= 0 or not rest:
+        return 0
+    if new >= slots:
+        return sum(sorted((left for _, left in rest), reverse=True)[:slots])
+    opened = sorted((left for c, left in rest if c.location.id in open_locations), reverse=True)
+    fresh = sorted((left for c, left in rest if c.location.id not in open_locations), reverse=True)
+    best = 0
+    for take_new in range(min(new, slots, len(fresh)) + 1):
+        best = max(best, sum(fresh[:take_new]) + sum(opened[: slots - take_new]))
+    return best
+
+
 def _take(ln: _Line, location_id: str, quantity: int, stock: _Stock) -> None:
-    ln.allocations[location_id] = ln.allocations.get(location_id, 0) + quantity
+    held = ln.allocations.get(location_id, 0)
+    if not held:
+        stock.opened[location_id] = stock.opened.get(location_id, 0) + 1
+    ln.allocations[location_id] = held + quantity
     ln.allocated += quantity
-    stock.take(ln.line.sku, location_id, quantity)
+    sku = ln.line.sku
+    stock.consumed[sku] = stock.consumed.get(sku, 0) + quantity
+    stock.take(sku, location_id, quantity)
 
 
-def _release(ln: _Line, stock: _Stock) -> None:
+def _release(ln: _Line, stock: _Stock, why: str) -> None:
+    """Give a line's stock back (it is denied, or reserved whole): its locations are no longer
+    shipments of the cart unless another line uses them."""
+    sku = ln.line.sku
     for location_id, quantity in ln.allocations.items():
-        stock.give_back(ln.line.sku, location_id, quantity)
+        stock.give_back(sku, location_id, quantity)
+        stock.consumed[sku] -= quantity
+        left = stock.opened[location_id] - 1
+        if left:
+            stock.opened[location_id] = left
+        else:
+            del stock.opened[location_id]
+        if ln.notes is not None:
+            ln.notes[location_id] = why
     ln.allocations.clear()
     ln.allocated = 0
 
@@ -411,7 +508,7 @@ def _shortfall(
     cart_rules: CartRules,
     stock: _Stock,
     now: datetime,
-    open_locations: dict[str, None],
+    open_locations: dict[str, int],
 ) -> None:
     sku = ln.line.sku
     lr = ln.rules
@@ -423,7 +520,6 @@ def _shortfall(
         target = _open_unknown(ln, unknown, cart_rules, open_locations)
         if target is not None:
             _take(ln, target.location.id, quantity - ln.allocated, stock)
-            open_locations[target.location.id] = None
             ln.status = LineStatus.ALLOCATED
             ln.reasons = (ReasonCode.AVAILABILITY_UNKNOWN,)
             ln.summary = (
@@ -433,7 +529,7 @@ def _shortfall(
             return
     if unknown and policy == "reserve":
         if ln.allocations and not lr.backorder.split:
-            _release(ln, stock)
+            _release(ln, stock, _SPLIT_NOTE.format(origin=_origin(lr, "backorder.split")))
         ln.reservation = Reservation(
             quantity=quantity - ln.allocated, location_id=unknown[0].location.id
         )
@@ -445,7 +541,7 @@ def _shortfall(
         )
         return
 
-    short_reason = _short_reason(ln, stock, cart_rules)
+    short_reason = _short_reason(ln, stock)
     backorder = lr.backorder
     if not backorder.allowed:
         why: tuple[ReasonCode, ...] = (
@@ -480,13 +576,7 @@ def _shortfall(
         return
     cand, record = chosen
     if to_reserve == quantity and ln.allocations:
-        if ln.notes is not None:
-            for location_id in ln.allocations:
-                ln.notes[location_id] = (
-                    "released: the line may not be part allocated and part reserved "
-                    f"(backorder.split: false, {_origin(lr, 'backorder.split')})"
-                )
-        _release(ln, stock)
+        _release(ln, stock, _SPLIT_NOTE.format(origin=_origin(lr, "backorder.split")))
     restock = record.restock_time if record is not None else None
     ln.reservation = Reservation(
         quantity=to_reserve, location_id=cand.location.id, restock_time=restock
@@ -505,7 +595,7 @@ def _origin(lr: LineRules, setting: str) -> Origin:
 
 
 def _open_unknown(
-    ln: _Line, unknown: list[Candidate], cart_rules: CartRules, open_locations: dict[str, None]
+    ln: _Line, unknown: list[Candidate], cart_rules: CartRules, open_locations: dict[str, int]
 ) -> Candidate | None:
     if (
         cart_rules.max_locations_per_line is not None
@@ -522,7 +612,7 @@ def _open_unknown(
     return None
 
 
-def _short_reason(ln: _Line, stock: _Stock, cart_rules: CartRules) -> ReasonCode:
+def _short_reason(ln: _Line, stock: _Stock) -> ReasonCode:
     """Why known stock did not cover the line: caps, thresholds, or plain shortage."""
     sku = ln.line.sku
     quantity = ln.line.quantity
@@ -533,6 +623,8 @@ def _short_reason(ln: _Line, stock: _Stock, cart_rules: CartRules) -> ReasonCode
         record = stock.record(sku, cand.location.id)
         if record is not None:
             raw += record.atp
+    # What the other lines of the cart hold is not there for this one.
+    raw -= stock.consumed.get(sku, 0) - ln.allocated
     if raw >= quantity:
         return ReasonCode.BELOW_SAFETY_STOCK
     return ReasonCode.INSUFFICIENT_STOCK
@@ -585,8 +677,14 @@ def _aware(moment: datetime | None) -> datetime | None:
     return moment
 
 
+_SPLIT_NOTE: Final = (
+    "released: the line may not be part allocated and part reserved "
+    "(backorder.split: false, {origin})"
+)
+
+
 def _deny_short(ln: _Line, stock: _Stock, reasons: tuple[ReasonCode, ...], summary: str) -> None:
-    _release(ln, stock)
+    _release(ln, stock, "released: the line is denied, so it takes no stock")
     _deny(ln, tuple(dict.fromkeys(reasons)), summary)
 
 
@@ -625,9 +723,6 @@ def _decision(
                 grouped.setdefault(location_id, []).append(
                     ShipmentLine(ln.index, ln.line.sku, quantity)
                 )
-        order = rules.location_by_id
-        if len(grouped) > 1:
-            grouped = dict(sorted(grouped.items(), key=lambda kv: order[kv[0]].index))
         shipments = tuple([Shipment(loc, tuple(items)) for loc, items in grouped.items()])
     explanation = None
     if explain:
@@ -800,9 +895,7 @@ def _verdict(
         return LocationVerdict.PASSED_OVER, (
             f"nothing allocatable: ATP {record.atp}, safety stock {cand.safety_stock}"
         )
-    if ln.status is LineStatus.DENIED:
-        return LocationVerdict.PASSED_OVER, "its stock was released: the line is denied"
-    return LocationVerdict.PASSED_OVER, "its stock was taken by earlier lines of the cart"
+    return LocationVerdict.PASSED_OVER, "not used"
 
 
 def _line_summary(ln: _Line) -> str:
@@ -881,7 +974,7 @@ def assess(
     if unknown and sellable == 0:
         reasons = (ReasonCode.AVAILABILITY_UNKNOWN,)
     elif sellable == 0:
-        reasons = (_short_reason(probe, stock, _NO_CAPS),)
+        reasons = (_short_reason(probe, stock),)
     return SkuAvailability(
         sku=sku,
         known=True,

@@ -16,7 +16,7 @@ from typing import Final
 import msgspec
 
 from engine.checkout import Checkout, utc_now
-from engine.errors import AvailabilityFileError, Problem, RuleSetError, Severity
+from engine.errors import AvailabilityFileError, Problem, RequestError, RuleSetError, Severity
 from engine.model import Cart
 from engine.policy import RuleSet, load_folder, load_rule_set
 from engine.policy.compile import compile_files
@@ -74,7 +74,12 @@ def _decide(args: argparse.Namespace) -> int:
         print(f"{args.cart}: {error.detail}", file=sys.stderr)
         return 2
     checkout = _load_checkout(args.rules, args.availability, args.now)
-    decision = asyncio.run(checkout.allocate(cart, explain=args.explain))
+    try:
+        decision = asyncio.run(checkout.allocate(cart, explain=args.explain))
+    except RequestError as exc:
+        fields = "; ".join(f"{e.field}: {e.message}" for e in exc.errors)
+        print(f"{args.cart}: {exc.detail}" + (f" ({fields})" if fields else ""), file=sys.stderr)
+        return 2
     sys.stdout.buffer.write(msgspec.json.format(msgspec.json.encode(decision), indent=2) + b"\n")
     return 0
 

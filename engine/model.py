@@ -16,6 +16,7 @@ from msgspec import Meta, Struct
 from engine.countries import CountryCode
 
 __all__ = (
+    "CHANNEL_PATTERN",
     "MAX_LINES",
     "MAX_QUANTITY",
     "Allocation",
@@ -49,7 +50,8 @@ MAX_QUANTITY: Final = 100_000
 
 Sku = Annotated[str, Meta(min_length=1, max_length=100, pattern=r"^\S+$")]
 LocationId = Annotated[str, Meta(min_length=1, max_length=100, pattern=r"^\S+$")]
-Channel = Annotated[str, Meta(min_length=1, max_length=40, pattern=r"^[a-z0-9][a-z0-9_-]*$")]
+CHANNEL_PATTERN: Final = r"^[a-z0-9][a-z0-9_-]*$"
+Channel = Annotated[str, Meta(min_length=1, max_length=40, pattern=CHANNEL_PATTERN)]
 Quantity = Annotated[int, Meta(ge=1, le=MAX_QUANTITY)]
 CartId = Annotated[str, Meta(min_length=1, max_length=200)]
 

@@ -20,7 +20,7 @@ from litestar.typing import FieldDefinition
 from engine import __version__
 from engine.checkout import Checkout
 from engine.countries import CountryCode
-from engine.model import MAX_LINES, AvailabilityAnswer, Cart, Channel, Decision, Sku
+from engine.model import CHANNEL_PATTERN, MAX_LINES, AvailabilityAnswer, Cart, Decision, Sku
 from engine.service.problems import decode_error, exception_handlers
 
 if TYPE_CHECKING:
@@ -83,7 +83,10 @@ def create_app(checkout: Checkout, *, debug: bool = False) -> Litestar:
             ),
         ],
         country: Annotated[CountryCode, Parameter(description="ISO 3166-1 alpha-2")],
-        channel: Channel | None = None,
+        channel: Annotated[
+            str | None,
+            Parameter(pattern=CHANNEL_PATTERN, max_length=40, description="Sales channel"),
+        ] = None,
     ) -> AvailabilityAnswer:
         return await checkout.availability(sku, country, channel)
 

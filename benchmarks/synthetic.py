@@ -52,40 +52,53 @@ def rule_set(locations: int, rules: int, skus: int = 400, seed: int = 7) -> Rule
         loc = f"loc-{rng.randrange(locations):03d}"
         name = f"  - name: rule-{i:04d}"
         if kind == 0:
-            lines += [name, f"    match: {{tags: [{tag}], locations: [{loc}]}}",
-                      f"    safety_stock: {rng.randint(1, 5)}"]
+            lines += [
+                name,
+                f"    match: {{tags: [{tag}], locations: [{loc}]}}",
+                f"    safety_stock: {rng.randint(1, 5)}",
+            ]
         elif kind == 1:
-            lines += [name, f"    match: {{skus: ['SKU-{rng.randrange(skus // 10):04d}*']}}",
-                      "    backorder: {allowed: true, max_quantity: 20}"]
+            lines += [
+                name,
+                f"    match: {{skus: ['SKU-{rng.randrange(skus // 10):04d}*']}}",
+                "    backorder: {allowed: true, max_quantity: 20}",
+            ]
         elif kind == 2:
             country = rng.choice(["US", "CA", "AU", "JP", "NZ", "BR"])
-            lines += [name, f"    match: {{tags: [{tag}], countries: [{country}]}}",
-                      "    deny: {code: NOT_SHIPPABLE}"]
+            lines += [
+                name,
+                f"    match: {{tags: [{tag}], countries: [{country}]}}",
+                "    deny: {code: NOT_SHIPPABLE}",
+            ]
         elif kind == 3:
-            lines += [name, f"    match: {{tags: [{tag}], channels: [ch-{i}]}}",
-                      f"    max_quantity: {rng.randint(2, 10)}"]
+            lines += [
+                name,
+                f"    match: {{tags: [{tag}], channels: [ch-{i}]}}",
+                f"    max_quantity: {rng.randint(2, 10)}",
+            ]
         elif kind == 4:
-            lines += [name, f"    match: {{tags: [{tag}], locations: [{loc}]}}",
-                      "    ship_to: {deny: [PT]}"]
+            lines += [
+                name,
+                f"    match: {{tags: [{tag}], locations: [{loc}]}}",
+                "    ship_to: {deny: [PT]}",
+            ]
         else:
-            lines += [name, f"    match: {{channels: [ch-{i}]}}",
-                      "    routing: {max_shipments: 1}"]
+            lines += [name, f"    match: {{channels: [ch-{i}]}}", "    routing: {max_shipments: 1}"]
     return load_rule_set_texts([("synthetic.yaml", "\n".join(lines) + "\n")])
 
 
 def availability(rules: RuleSet, skus: list[str], seed: int = 11) -> Availability:
     rng = random.Random(seed)
-    records = []
-    for sku in skus:
-        for loc in rules.locations:
-            records.append(
-                StockRecord(
-                    sku=sku,
-                    location_id=loc.id,
-                    atp=rng.randint(0, 12),
-                    restock_time=NOW + timedelta(days=rng.randint(1, 60)),
-                )
-            )
+    records = [
+        StockRecord(
+            sku=sku,
+            location_id=loc.id,
+            atp=rng.randint(0, 12),
+            restock_time=NOW + timedelta(days=rng.randint(1, 60)),
+        )
+        for sku in skus
+        for loc in rules.locations
+    ]
     return Availability.from_records(records)
 
 

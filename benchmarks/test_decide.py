@@ -11,7 +11,7 @@ from engine.allocate import decide
 @pytest.mark.parametrize(
     ("lines", "locations", "rules"),
     [(1, 10, 100), (5, 10, 100), (5, 10, 10), (5, 10, 1000), (20, 10, 100), (5, 100, 100)],
-    ids=lambda v: str(v),
+    ids=str,
 )
 def test_decide(benchmark, lines, locations, rules):
     benchmark.group = "decide"

@@ -552,7 +552,8 @@ def _shortfall(
             ln,
             stock,
             why,
-            f"{ln.allocated} of {quantity} allocatable and backorders are not allowed ({origin})",
+            f"{short_reason.value}: only {ln.allocated} of {quantity} can be allocated, and "
+            f"backorders are not allowed ({origin})",
         )
         return
     to_reserve = quantity - ln.allocated

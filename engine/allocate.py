@@ -132,12 +132,12 @@ class _Stock:
         return left
 
     def take(self, sku: str, location_id: str, quantity: int) -> None:
+        """Take stock. A location whose availability is unknown has no level to lower: what
+        the `allocate` policy takes there is taken on trust, and stays unknown for the next."""
         levels = self._levels[sku]
         current = levels.get(location_id)
         if current is not None and current != UNLIMITED:
             levels[location_id] = current - quantity
-        elif current is None:
-            levels[location_id] = -quantity if self.is_unknown(sku, location_id) else 0
 
     def give_back(self, sku: str, location_id: str, quantity: int) -> None:
         self.take(sku, location_id, -quantity)

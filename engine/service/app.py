@@ -14,7 +14,7 @@ from litestar import Litestar, MediaType, Response, get, post
 from litestar.dto import MsgspecDTO
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Reference, Schema
-from litestar.params import Parameter
+from litestar.params import Body, QueryParameter
 from litestar.typing import FieldDefinition
 
 from engine import __version__
@@ -65,8 +65,8 @@ def create_app(checkout: Checkout, *, debug: bool = False) -> Litestar:
         tags=["decisions"],
     )
     async def allocations(
-        data: Cart,
-        explain: Annotated[bool, Parameter(description="Add explanations")] = False,
+        data: Annotated[Cart, Body(title="Cart", description="The lines and where they go")],
+        explain: Annotated[bool, QueryParameter(description="Add explanations")] = False,
     ) -> Decision:
         return await checkout.allocate(data, explain=explain)
 
@@ -78,14 +78,12 @@ def create_app(checkout: Checkout, *, debug: bool = False) -> Litestar:
     async def availability(
         sku: Annotated[
             list[Sku],
-            Parameter(
-                query="sku", min_items=1, max_items=MAX_LINES, description="Repeat for several SKUs"
-            ),
+            QueryParameter(min_items=1, max_items=MAX_LINES, description="Repeat for several SKUs"),
         ],
-        country: Annotated[CountryCode, Parameter(description="ISO 3166-1 alpha-2")],
+        country: Annotated[CountryCode, QueryParameter(description="ISO 3166-1 alpha-2")],
         channel: Annotated[
             str | None,
-            Parameter(pattern=CHANNEL_PATTERN, max_length=40, description="Sales channel"),
+            QueryParameter(pattern=CHANNEL_PATTERN, max_length=40, description="Sales channel"),
         ] = None,
     ) -> AvailabilityAnswer:
         return await checkout.availability(sku, country, channel)

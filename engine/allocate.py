@@ -255,23 +255,21 @@ def _single_location(active: list[_Line], cart_rules: CartRules, stock: _Stock) 
         if not able:
             return None
     assert able is not None
-    totals = dict.fromkeys(able, 0)
-    if len(able) > 1:
-        for sku in need:
-            levels = stock.levels(sku, thresholds[sku])
-            for loc in able:
-                totals[loc] += min(levels[loc], UNLIMITED)
     rank = cart_rules.rank
     for group in active[0].groups:
-        best: tuple[tuple[int, ...], Candidate] | None = None
-        for cand in group:
-            location_id = cand.location.id
-            if location_id in able:
-                key = rank(cand, min(totals[location_id], UNLIMITED), 0, _NO_LOCATIONS)
-                if best is None or key < best[0]:
-                    best = (key, cand)
-        if best is not None:
-            return best[1]
+        members = [cand for cand in group if cand.location.id in able]
+        if len(members) == 1:
+            return members[0]
+        if members:
+            # A tie on the static criteria: stock (the cart's total there) may decide it.
+            def total(cand: Candidate) -> int:
+                location_id = cand.location.id
+                return min(
+                    sum(stock.levels(sku, thresholds[sku])[location_id] for sku in need),
+                    UNLIMITED,
+                )
+
+            return min(members, key=lambda cand: rank(cand, total(cand), 0, _NO_LOCATIONS))
     return None
 
 

@@ -522,7 +522,7 @@ def _shortfall(
             ln.reasons = (ReasonCode.AVAILABILITY_UNKNOWN,)
             ln.summary = (
                 f"allocated at {target.location.id} although its availability is "
-                f"unknown (unknown_availability: allocate, {_origin(lr, policy)})"
+                f"unknown (unknown_availability: allocate, {_origin(lr, 'unknown_availability')})"
             )
             return
     if unknown and policy == "reserve":
@@ -535,7 +535,7 @@ def _shortfall(
         ln.reasons = (ReasonCode.AVAILABILITY_UNKNOWN,)
         ln.summary = (
             f"reserved at {unknown[0].location.id}: its availability is unknown "
-            f"(unknown_availability: reserve, {_origin(lr, policy)})"
+            f"(unknown_availability: reserve, {_origin(lr, 'unknown_availability')})"
         )
         return
 

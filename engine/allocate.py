@@ -68,6 +68,9 @@ class _Line:
     allocated: int = 0
     reservation: Reservation | None = None
     available: int | None = None
+    """On a line denied for stock: what the fill could take within the caps."""
+    reachable: int = 0
+    """What all candidates hold together, caps aside: tells SPLIT_LIMIT from a shortage."""
     notes: dict[str, str] | None = None
     summary: str = ""
 
@@ -79,7 +82,7 @@ class _Stock:
     may serve it, and then only adjusted, so a SKU on several lines of a cart draws from one
     pool. A candidate with no record has nothing, unless its source could not answer (None)."""
 
-    __slots__ = ("_by_sku", "_levels", "_unknown", "consumed", "opened")
+    __slots__ = ("_by_sku", "_levels", "_unknown", "backordered", "consumed", "opened")
 
     def __init__(self, availability: Availability) -> None:
         self._by_sku = availability.stock
@@ -89,6 +92,8 @@ class _Stock:
         """SKU -> units the cart's lines hold now (for telling shortage from thresholds)."""
         self.opened: dict[str, int] = {}
         """Location id -> lines allocated there now: the cart's shipments."""
+        self.backordered: dict[str, int] = {}
+        """SKU -> units reserved against restocks so far (backorder limits are per order)."""
 
     def record(self, sku: str, location_id: str) -> StockRecord | None:
         by_location = self._by_sku.get(sku)
@@ -160,7 +165,13 @@ def decide(
     country, channel = cart.country, cart.channel
     cart_rules = rules.cart_rules(country, channel)
     stock = _Stock(availability)
-    lines = [_check_line(i, line, rules, cart, explain) for i, line in enumerate(cart.lines)]
+    per_sku: dict[str, int] = {}
+    for line in cart.lines:
+        per_sku[line.sku] = per_sku.get(line.sku, 0) + line.quantity
+    lines = [
+        _check_line(i, line, rules, cart, per_sku[line.sku], explain)
+        for i, line in enumerate(cart.lines)
+    ]
     active = [ln for ln in lines if ln.status is None]
     open_locations = stock.opened
     single = None
@@ -172,6 +183,11 @@ def decide(
             ln.status = LineStatus.ALLOCATED
             if ln.notes is not None:
                 ln.summary = f"the whole cart ships from {single.location.id} (single_location)"
+                for cand in ln.candidates:
+                    if cand.location.id != single.location.id:
+                        ln.notes[cand.location.id] = (
+                            f"not needed: the whole cart ships from {single.location.id}"
+                        )
             continue
         _fill(ln, cart_rules, stock, open_locations)
         if ln.allocated < ln.line.quantity:
@@ -184,7 +200,11 @@ def decide(
 # --- step 1: rules that deny a line outright ---------------------------------------------------
 
 
-def _check_line(index: int, line: CartLine, rules: RuleSet, cart: Cart, explain: bool) -> _Line:
+def _check_line(
+    index: int, line: CartLine, rules: RuleSet, cart: Cart, in_cart: int, explain: bool
+) -> _Line:
+    """`in_cart` is the quantity of the SKU over all lines: limits apply per order, so that
+    splitting a SKU over several lines cannot get round them."""
     lr = rules.line_rules(line.sku, cart.country, cart.channel)
     ln = _Line(
         index, line, lr, lr.candidates, lr.groups, lr.thresholds, notes={} if explain else None
@@ -196,12 +216,12 @@ def _check_line(index: int, line: CartLine, rules: RuleSet, cart: Cart, explain:
         _deny(ln, (lr.deny.code,), f"denied by {lr.deny_origin}")
     elif lr.not_shippable is not None:
         _deny(ln, (ReasonCode.NOT_SHIPPABLE,), lr.not_shippable)
-    elif lr.max_quantity is not None and line.quantity > lr.max_quantity:
+    elif lr.max_quantity is not None and in_cart > lr.max_quantity:
         origin = _origin(lr, "max_quantity")
         _deny(
             ln,
             (ReasonCode.QUANTITY_LIMIT,),
-            f"{line.quantity} requested, at most {lr.max_quantity} per line ({origin})",
+            f"{in_cart} of this SKU in the cart, at most {lr.max_quantity} per order ({origin})",
         )
     else:
         pickup = cart.pickup_location
@@ -335,7 +355,7 @@ def _fill(ln: _Line, cart_rules: CartRules, stock: _Stock, open_locations: dict[
                 plain = _greedy_capped(usable, quantity, slots, new_allowed, open_locations, False)
                 if sum(q for _, q in plain) > sum(q for _, q in plan):
                     plan = plain
-    ln.available = min(sum(left for _, left in usable), UNLIMITED)
+    ln.reachable = sum(left for _, left in usable)
     for cand, take in plan:
         _take(ln, cand.location.id, take, stock)
     if ln.notes is not None:
@@ -557,13 +577,14 @@ def _shortfall(
     to_reserve = quantity - ln.allocated
     if ln.allocations and not backorder.split:
         to_reserve = quantity
-    if backorder.max_quantity is not None and to_reserve > backorder.max_quantity:
+    reserved_before = stock.backordered.get(sku, 0)
+    if backorder.max_quantity is not None and reserved_before + to_reserve > backorder.max_quantity:
         _deny_short(
             ln,
             stock,
             (short_reason, ReasonCode.BACKORDER_LIMIT),
-            f"{to_reserve} would have to be reserved, at most {backorder.max_quantity} "
-            f"may be ({_origin(lr, 'backorder.max_quantity')})",
+            f"{reserved_before + to_reserve} of this SKU would be backordered, at most "
+            f"{backorder.max_quantity} per order ({_origin(lr, 'backorder.max_quantity')})",
         )
         return
     chosen, failure, detail = _restock_location(ln, stock, now)
@@ -576,10 +597,13 @@ def _shortfall(
     cand, record = chosen
     if to_reserve == quantity and ln.allocations:
         _release(ln, stock, _SPLIT_NOTE.format(origin=_origin(lr, "backorder.split")))
-    restock = record.restock_time if record is not None else None
+    restock = _aware(record.restock_time)
+    if restock is not None and restock < now:
+        restock = None
     ln.reservation = Reservation(
         quantity=to_reserve, location_id=cand.location.id, restock_time=restock
     )
+    stock.backordered[sku] = reserved_before + to_reserve
     ln.status = LineStatus.RESERVED
     ln.reasons = (short_reason,)
     when = f"restock {restock.isoformat()}" if restock else "no restock time known"
@@ -615,7 +639,7 @@ def _short_reason(ln: _Line, stock: _Stock) -> ReasonCode:
     """Why known stock did not cover the line: caps, thresholds, or plain shortage."""
     sku = ln.line.sku
     quantity = ln.line.quantity
-    if (ln.available or 0) >= quantity:
+    if ln.reachable >= quantity:
         return ReasonCode.SPLIT_LIMIT
     raw = 0
     for cand in ln.candidates:
@@ -631,34 +655,42 @@ def _short_reason(ln: _Line, stock: _Stock) -> ReasonCode:
 
 def _restock_location(
     ln: _Line, stock: _Stock, now: datetime
-) -> tuple[tuple[Candidate, StockRecord | None] | None, ReasonCode, str]:
-    """The location to reserve at: earliest known restock first, then routing rank."""
+) -> tuple[tuple[Candidate, StockRecord] | None, ReasonCode, str]:
+    """The location to reserve at: earliest known restock first, then routing rank.
+
+    Only a location with a record of the SKU can take a backorder (one without does not carry
+    it). A restock time already past is no promise: it counts as unknown."""
     backorder = ln.rules.backorder
     sku = ln.line.sku
-    options: list[tuple[datetime, int, Candidate, StockRecord | None]] = []
+    options: list[tuple[datetime, int, Candidate, StockRecord]] = []
     failure = ReasonCode.RESTOCK_UNKNOWN
     detail = "no location has a known restock time"
     latest_allowed = (
         None if backorder.within_days is None else now + timedelta(days=backorder.within_days)
     )
+    too_late: datetime | None = None
     never = datetime.max.replace(tzinfo=UTC)
     for rank, cand in enumerate(ln.candidates):
         record = stock.record(sku, cand.location.id)
-        if record is not None and record.backorderable is False:
+        if record is None:
+            continue
+        if record.backorderable is False:
             if failure is ReasonCode.RESTOCK_UNKNOWN:
                 failure = ReasonCode.BACKORDER_NOT_ALLOWED
                 detail = f"{cand.location.id} does not take backorders for this SKU"
             continue
-        restock = _aware(record.restock_time) if record is not None else None
+        restock = _aware(record.restock_time)
+        if restock is not None and restock < now:
+            restock = None
         if restock is None:
-            if backorder.restock_required:
-                continue
-            options.append((never, rank, cand, record))
+            if not backorder.restock_required:
+                options.append((never, rank, cand, record))
             continue
         if latest_allowed is not None and restock > latest_allowed:
+            too_late = restock if too_late is None else min(too_late, restock)
             failure = ReasonCode.RESTOCK_TOO_LATE
             detail = (
-                f"the earliest restock ({restock.date().isoformat()}) is more than "
+                f"the earliest restock ({too_late.date().isoformat()}) is more than "
                 f"{backorder.within_days} days away"
             )
             continue
@@ -683,6 +715,7 @@ _SPLIT_NOTE: Final = (
 
 
 def _deny_short(ln: _Line, stock: _Stock, reasons: tuple[ReasonCode, ...], summary: str) -> None:
+    ln.available = ln.allocated
     _release(ln, stock, "released: the line is denied, so it takes no stock")
     _deny(ln, tuple(dict.fromkeys(reasons)), summary)
 
@@ -835,10 +868,9 @@ def _line_explanation(ln: _Line, rules: RuleSet, stock: _Stock, cart: Cart) -> L
 
 
 def _allocatable(record: StockRecord | None, cand: Candidate) -> int | None:
-    if record is None:
+    """The reference formula `_Stock.levels` inlines; None when unknown or not tracked."""
+    if record is None or record.unlimited:
         return None
-    if record.unlimited:
-        return UNLIMITED
     if record.atp < cand.min_atp:
         return 0
     return max(0, record.atp - cand.safety_stock)
@@ -883,14 +915,14 @@ def _verdict(
         )
     if location_id in notes:
         return LocationVerdict.PASSED_OVER, notes[location_id]
-    if location_id in notes:
-        return LocationVerdict.PASSED_OVER, notes[location_id]
+    if record.unlimited:
+        return LocationVerdict.PASSED_OVER, "not needed: stock here is not tracked (unlimited)"
     if record.atp < cand.min_atp:
         origin = next((o for n, _, o in cand.origins if n == "min_atp"), "defaults")
         return LocationVerdict.EXCLUDED, (
             f"ATP {record.atp} is under the minimum ATP {cand.min_atp} ({origin})"
         )
-    if not record.unlimited and record.atp - cand.safety_stock <= 0:
+    if record.atp - cand.safety_stock <= 0:
         return LocationVerdict.PASSED_OVER, (
             f"nothing allocatable: ATP {record.atp}, safety stock {cand.safety_stock}"
         )
@@ -944,22 +976,28 @@ def assess(
             sku=sku,
             known=lr.known,
             shippable=False,
+            orderable=False,
             sellable=0,
             low_stock=False,
             backorderable=False,
             reasons=(reason,),
         )
     stock = _Stock(availability)
-    sellable = 0
-    unknown = False
     stock.levels(sku, lr.thresholds)
+    levels: list[int] = []
+    unknown = False
     for cand in lr.candidates:
         left = stock.left(sku, cand)
         if left is None:
             unknown = True
-        else:
-            sellable += left
-    sellable = min(sellable, MAX_QUANTITY)
+        elif left:
+            levels.append(min(left, MAX_QUANTITY))
+    # One line draws on at most as many locations as the routing caps allow.
+    cart_rules = rules.cart_rules(country, channel)
+    caps = [c for c in (cart_rules.max_locations_per_line, cart_rules.max_shipments) if c]
+    if caps:
+        levels = sorted(levels, reverse=True)[: min(caps)]
+    sellable = min(sum(levels), MAX_QUANTITY, lr.max_quantity or MAX_QUANTITY)
     probe = _Line(index=0, line=CartLine(sku=sku, quantity=1), rules=lr, candidates=lr.candidates)
     restock = None
     backorderable = False
@@ -967,8 +1005,10 @@ def assess(
         chosen, _, _ = _restock_location(probe, stock, now)
         if chosen is not None:
             backorderable = True
-            record = chosen[1]
-            restock = record.restock_time if record is not None else None
+            restock = _aware(chosen[1].restock_time)
+            if restock is not None and restock < now:
+                restock = None
+    trusted = unknown and lr.unknown_availability != "deny"
     reasons: tuple[ReasonCode, ...] = ()
     if unknown and sellable == 0:
         reasons = (ReasonCode.AVAILABILITY_UNKNOWN,)
@@ -978,6 +1018,7 @@ def assess(
         sku=sku,
         known=True,
         shippable=True,
+        orderable=sellable > 0 or backorderable or trusted,
         sellable=sellable,
         low_stock=0 < sellable <= lr.low_stock_threshold,
         backorderable=backorderable,
@@ -985,12 +1026,3 @@ def assess(
         restock_time=restock,
         reasons=reasons,
     )
-
-
-_NO_CAPS: Final = CartRules(
-    criteria=("priority",),
-    max_shipments=None,
-    max_locations_per_line=None,
-    partial_cart=False,
-    origins=(),
-)

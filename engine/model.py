@@ -223,8 +223,11 @@ class SkuAvailability(Struct, frozen=True, omit_defaults=True):
     known: bool
     """False when the SKU is not in the catalog."""
     shippable: bool
+    orderable: bool
+    """Would a line of one be accepted (allocated or reserved)? What "Add to cart" needs."""
     sellable: int
-    """Units that can be allocated now, after safety stock and minimum ATP."""
+    """Units one order can have allocated now: after safety stock and minimum ATP, within the
+    per-order maximum and the routing caps."""
     low_stock: bool
     backorderable: bool
     availability_unknown: bool = False

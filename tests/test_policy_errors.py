@@ -953,3 +953,57 @@ def test_cli_check_folder_without_rule_files_exits_1(
     assert main(["check", str(tmp_path)]) == 1
     out, _ = capsys.readouterr()
     assert out == f"{tmp_path}:1:1: the folder has no rule files (*.yaml)\n"
+
+
+# --- found in review ------------------------------------------------------------------------------
+
+
+def test_single_location_must_lead_the_criteria() -> None:
+    problem = only_error("defaults:\n  routing:\n    criteria: [priority, single_location]\n")
+    assert where(problem) == ("broken.yaml", 3, 26)
+    assert problem.message == (
+        "`single_location` decides before any other criterion, so it must come first in the list"
+    )
+
+
+def test_a_criterion_listed_twice() -> None:
+    problem = only_error("defaults:\n  routing:\n    criteria: [priority, priority]\n")
+    assert where(problem) == ("broken.yaml", 3, 26)
+    assert problem.message == "`priority` is listed twice in the routing criteria"
+
+
+def test_deny_code_must_be_a_rule_choice() -> None:
+    problem = only_error(
+        "rules:\n  - name: hide\n    match: {tags: [home]}\n    deny: {code: UNKNOWN_SKU}\n"
+    )
+    assert where(problem) == ("broken.yaml", 4, 18)
+    assert problem.message == (
+        "`UNKNOWN_SKU` describes what the engine finds, not a rule's choice; a deny rule may use "
+        "DENIED_BY_RULE, NOT_SHIPPABLE"
+    )
+
+
+def test_anchors_and_aliases_are_refused_without_expanding_them() -> None:
+    laughs = "".join(
+        f"{name}: &{name} [{', '.join(['*' + prev] * 9)}]\n"
+        for prev, name in zip("abcdefgh", "bcdefghi", strict=True)
+    )
+    found = errors("a: &a [x, x, x, x, x, x, x, x, x]\n" + laughs)
+    assert any("anchors and aliases" in p.message for p in found)
+    problem = only_error("locations:\n  - &loop {id: x, country: IE, ships_to: [*loop]}\n")
+    assert where(problem) == ("broken.yaml", 2, 5)
+    assert problem.message == (
+        "anchors and aliases (`&name`, `*name`) are not supported in rule files: write the "
+        "value out where it is needed"
+    )
+
+
+def test_channel_in_capitals() -> None:
+    problem = only_error(
+        "rules:\n  - name: web\n    match: {channels: [Web]}\n    max_quantity: 2\n"
+    )
+    assert where(problem) == ("broken.yaml", 3, 24)
+    assert problem.message == (
+        "`Web` is not a valid channel: use lower-case letters, digits, `-` and `_`, starting "
+        "with a letter or digit (as carts send it)"
+    )

@@ -41,6 +41,7 @@ from engine.availability import Availability, StockRecord
 from engine.model import (
     MAX_QUANTITY,
     Cart,
+    CartLine,
     Decision,
     LineDecision,
     LineStatus,
@@ -66,7 +67,14 @@ STOCK_REASONS = {
     ReasonCode.BELOW_SAFETY_STOCK,
     ReasonCode.SPLIT_LIMIT,
 }
-DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+class DUMPER(yaml.SafeDumper):
+    """Writes shared values out in full: rule files refuse anchors and aliases."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
 
 PROPERTY_SETTINGS = settings(
     max_examples=200,
@@ -109,7 +117,17 @@ BACKORDER_FIELDS: dict[str, st.SearchStrategy[Any]] = {
     "split": st.booleans(),
 }
 BACKORDER = sub_settings({"allowed": st.booleans(), **BACKORDER_FIELDS})
-CRITERIA_LISTS = st.lists(st.sampled_from(CRITERIA), min_size=1, max_size=4, unique=True)
+# `single_location` may only lead the list (the rule checker refuses it anywhere else).
+CRITERIA_LISTS = st.builds(
+    lambda lead, rest: ([lead] if lead else []) + rest or ["priority"],
+    st.sampled_from([None, "single_location"]),
+    st.lists(
+        st.sampled_from([c for c in CRITERIA if c != "single_location"]),
+        min_size=0,
+        max_size=4,
+        unique=True,
+    ),
+)
 ROUTING = sub_settings(
     {
         "criteria": CRITERIA_LISTS,
@@ -538,7 +556,7 @@ def check_shipments(d: Decision) -> None:
 def check_outcome(s: Scenario, rules: RuleSet, d: Decision) -> None:
     """(f) the cart decision from the line statuses and `partial_cart`."""
     c = s.cart
-    partial = rules.line_rules(c.lines[0].sku, c.country, c.channel).cart.partial_cart
+    partial = rules.cart_rules(c.country, c.channel).partial_cart
     statuses = [ln.status for ln in d.lines]
     denied = statuses.count(LineStatus.DENIED)
     if denied and (denied == len(statuses) or not partial):
@@ -555,7 +573,7 @@ def check_outcome(s: Scenario, rules: RuleSet, d: Decision) -> None:
 def check_caps(s: Scenario, rules: RuleSet, d: Decision) -> None:
     """(g) routing caps."""
     c = s.cart
-    cart_rules = rules.line_rules(c.lines[0].sku, c.country, c.channel).cart
+    cart_rules = rules.cart_rules(c.country, c.channel)
     if cart_rules.max_locations_per_line is not None:
         for ln in d.lines:
             assert len(ln.allocations) <= cart_rules.max_locations_per_line, ("(g) per line", ln)
@@ -586,17 +604,18 @@ def check_line_rules(s: Scenario, rules: RuleSet, d: Decision) -> None:
         unknown = [loc for loc in serving(s, lr) if s.unknown_at(ln.sku, loc)]
         if stock_checked and unknown and lr.unknown_availability == "reserve":
             assert ln.status is not LineStatus.DENIED, ("(h) `reserve` policy denied", ln)
-        uncapped = lr.cart.max_shipments is None and lr.cart.max_locations_per_line is None
+        cart_rules = rules.cart_rules(c.country, c.channel)
+        uncapped = cart_rules.max_shipments is None and cart_rules.max_locations_per_line is None
         if stock_checked and unknown and lr.unknown_availability == "allocate" and uncapped:
             assert ln.status is LineStatus.ALLOCATED, ("(h) `allocate` policy not applied", ln)
         if ln.status is not LineStatus.DENIED:
             assert lr.known, ln
             assert lr.deny is None, ln
             assert lr.not_shippable is None, ln
-            assert lr.max_quantity is None or ln.quantity <= lr.max_quantity, ln
+            assert lr.max_quantity is None or in_cart(c, ln.sku) <= lr.max_quantity, ln
         elif ReasonCode.QUANTITY_LIMIT in ln.reasons:
             assert lr.max_quantity is not None, ln
-            assert ln.quantity > lr.max_quantity, ln
+            assert in_cart(c, ln.sku) > lr.max_quantity, ln
         if ln.status is LineStatus.ALLOCATED and ln.reasons:
             assert ln.reasons == (ReasonCode.AVAILABILITY_UNKNOWN,), ln
             assert lr.unknown_availability == "allocate", ln
@@ -612,6 +631,11 @@ def check_line_rules(s: Scenario, rules: RuleSet, d: Decision) -> None:
                 check_backorder(s, lr, ln)
 
 
+def in_cart(c: Any, sku: str) -> int:
+    """Limits apply per order: the SKU's quantity over every line of the cart."""
+    return sum(line.quantity for line in c.lines if line.sku == sku)
+
+
 def check_backorder(s: Scenario, lr: Any, ln: LineDecision) -> None:
     backorder = lr.backorder
     reservation = ln.reservation
@@ -623,9 +647,12 @@ def check_backorder(s: Scenario, lr: Any, ln: LineDecision) -> None:
         assert ln.allocated == 0, ("(h) split although backorder.split is false", ln)
     assert reservation.location_id is not None
     record = s.record(ln.sku, reservation.location_id)
-    if record is not None:
-        assert record.backorderable is not False, ("(h) source refuses backorders", ln)
-        assert aware(reservation.restock_time) == aware(record.restock_time), ln
+    assert record is not None, ("(h) backordered where the SKU has no record", ln)
+    assert record.backorderable is not False, ("(h) source refuses backorders", ln)
+    promised = aware(record.restock_time)
+    if promised is not None and promised < NOW:
+        promised = None  # a restock time already past is no promise
+    assert aware(reservation.restock_time) == promised, ln
     restock = aware(reservation.restock_time)
     if backorder.restock_required:
         assert restock is not None, ("(h) no restock time although required", ln)
@@ -678,7 +705,7 @@ def expected_plan(s: Scenario, rules: RuleSet) -> tuple[dict[str, int], int]:
     (single_location first when it leads the criteria), and the total allocatable."""
     c = s.cart
     sku, quantity = c.lines[0].sku, c.lines[0].quantity
-    criteria = rules.line_rules(sku, c.country, c.channel).cart.criteria
+    criteria = rules.cart_rules(c.country, c.channel).criteria
     levels: dict[str, int] = {}
     for cand in rules.line_rules(sku, c.country, c.channel).candidates:
         record = s.record(sku, cand.location.id)
@@ -726,7 +753,7 @@ def expected_plan(s: Scenario, rules: RuleSet) -> tuple[dict[str, int], int]:
 def test_one_line_fills_greedily_in_routing_order(scenario):
     rules = scenario.compile()
     c = scenario.cart
-    assert rules.line_rules(c.lines[0].sku, c.country, c.channel).cart.max_shipments is None
+    assert rules.cart_rules(c.country, c.channel).max_shipments is None
     decision = decide(c, scenario.availability, rules, NOW)
     (ln,) = decision.lines
     if ln.status is LineStatus.DENIED and ln.reasons[0] not in {
@@ -767,8 +794,19 @@ def test_availability_answer_agrees_with_decide(scenario):
         return
     assert answer.shippable
     _, total = expected_plan(scenario, rules)
-    assert answer.sellable == min(total, MAX_QUANTITY)
+    assert answer.sellable <= min(total, MAX_QUANTITY)
     assert answer.low_stock == (0 < answer.sellable <= lr.low_stock_threshold)
+    # What the page promises is what checkout gives: `sellable` units in one line allocate,
+    # and `orderable` says whether a line of one is accepted at all.
+    if answer.sellable:
+        promised = Cart(
+            country=c.country, channel=c.channel, lines=(CartLine(sku, answer.sellable),)
+        )
+        (got,) = decide(promised, scenario.availability, rules, NOW).lines
+        assert got.status is LineStatus.ALLOCATED, (answer, got)
+    one = Cart(country=c.country, channel=c.channel, lines=(CartLine(sku, 1),))
+    (first,) = decide(one, scenario.availability, rules, NOW).lines
+    assert answer.orderable == (first.status is not LineStatus.DENIED), (answer, first)
     unknown = any(scenario.unknown_at(sku, cand.location.id) for cand in lr.candidates)
     assert answer.availability_unknown == unknown
     if ReasonCode.QUANTITY_LIMIT in ln.reasons:

@@ -706,7 +706,7 @@ def test_max_locations_per_line_shortfall_is_split_limit(decide_at):
     decision = decide_at(cart("IE", ("TEE", 5)), availability, rules)
     assert decision.decision == Outcome.DENY
     assert reasons(decision) == [[ReasonCode.SPLIT_LIMIT]]
-    assert decision.lines[0].available == 6
+    assert decision.lines[0].available == 4  # what two locations can give: the cap holds
     assert allocations(decision) == [{}]
 
 
@@ -973,7 +973,7 @@ def test_partial_cart_with_a_reserved_line_is_reserve(decide_at):
     rules = world(
         "defaults: {partial_cart: true, backorder: {allowed: true, restock_required: false}}"
     )
-    decision = decide_at(cart("IE", ("TEE", 1), ("NOPE", 1)), stock(), rules)
+    decision = decide_at(cart("IE", ("TEE", 1), ("NOPE", 1)), stock(("TEE", "a", 0)), rules)
     assert decision.decision == Outcome.RESERVE
     assert statuses(decision) == [LineStatus.RESERVED, LineStatus.DENIED]
 
@@ -1065,10 +1065,23 @@ def test_explain_duplicate_sku_line_denied_because_an_earlier_line_took_the_stoc
     assert a.detail == "its stock was taken by earlier lines of the cart"
 
 
-def test_duplicate_sku_lines_each_checked_against_max_quantity(decide_at):
+def test_max_quantity_counts_every_line_of_the_sku(decide_at):
+    """The limit is per order: splitting a SKU over lines cannot get round it."""
     rules = world("defaults: {max_quantity: 3}")
     decision = decide_at(cart("IE", ("TEE", 3), ("TEE", 3)), stock(("TEE", "a", 9)), rules)
-    assert allocations(decision) == [{"a": 3}, {"a": 3}]
+    assert reasons(decision) == [[ReasonCode.QUANTITY_LIMIT], [ReasonCode.QUANTITY_LIMIT]]
+    within = decide_at(cart("IE", ("TEE", 1), ("TEE", 2)), stock(("TEE", "a", 9)), rules)
+    assert allocations(within) == [{"a": 1}, {"a": 2}]
+
+
+def test_backorder_max_quantity_counts_every_line_of_the_sku(decide_at):
+    rules = world(
+        "defaults: {backorder: {allowed: true, max_quantity: 10, restock_required: false}}"
+    )
+    availability = stock(("TEE", "a", 0))
+    decision = decide_at(cart("IE", ("TEE", 10), ("TEE", 10)), availability, rules)
+    assert statuses(decision) == [LineStatus.RESERVED, LineStatus.DENIED]
+    assert reasons(decision)[1] == [ReasonCode.INSUFFICIENT_STOCK, ReasonCode.BACKORDER_LIMIT]
 
 
 def test_unlimited_stock_is_never_short(decide_at):
@@ -1353,3 +1366,84 @@ def test_explain_is_off_by_default(decide_at):
     decision = decide_at(cart("IE", ("TEE", 1)), stock(("TEE", "a", 5)), world())
     assert decision.explanation is None
     assert decision.lines[0].explanation is None
+
+
+# --- found in review ------------------------------------------------------------------------------
+
+
+def test_backorder_without_restock_needs_a_location_that_carries_the_sku(decide_at):
+    """`restock_required: false` still reserves only where the SKU has a record: a location
+    without one does not carry it, and must not get round `within_days` or the source's no."""
+    rules = world(
+        "defaults: {backorder: {allowed: true, restock_required: false, within_days: 30}}"
+    )
+    late = stock(("TEE", "a", 0, {"restock_time": NOW + timedelta(days=90)}))
+    decision = decide_at(cart("IE", ("TEE", 2)), late, rules)
+    assert reasons(decision) == [[ReasonCode.INSUFFICIENT_STOCK, ReasonCode.RESTOCK_TOO_LATE]]
+    refused = stock(("TEE", "a", 0, {"backorderable": False}))
+    decision = decide_at(cart("IE", ("TEE", 2)), refused, rules)
+    assert reasons(decision) == [[ReasonCode.INSUFFICIENT_STOCK, ReasonCode.BACKORDER_NOT_ALLOWED]]
+
+
+def test_restock_too_late_names_the_earliest_restock(decide_at):
+    rules = world("defaults: {backorder: {allowed: true, within_days: 30}}")
+    availability = stock(
+        ("TEE", "a", 0, {"restock_time": NOW + timedelta(days=40)}),
+        ("TEE", "b", 0, {"restock_time": NOW + timedelta(days=90)}),
+    )
+    decision = decide_at(cart("IE", ("TEE", 1)), availability, rules, explain=True)
+    earliest = (NOW + timedelta(days=40)).date().isoformat()
+    assert decision.lines[0].explanation.summary == (
+        f"the earliest restock ({earliest}) is more than 30 days away"
+    )
+
+
+def test_a_restock_time_already_past_is_no_promise(decide_at):
+    rules = world("defaults: {backorder: {allowed: true}}")
+    availability = stock(("TEE", "a", 0, {"restock_time": NOW - timedelta(days=400)}))
+    decision = decide_at(cart("IE", ("TEE", 1)), availability, rules)
+    assert reasons(decision) == [[ReasonCode.INSUFFICIENT_STOCK, ReasonCode.RESTOCK_UNKNOWN]]
+    open_ended = world("defaults: {backorder: {allowed: true, restock_required: false}}")
+    decision = decide_at(cart("IE", ("TEE", 1)), availability, open_ended)
+    assert decision.lines[0].reservation == Reservation(quantity=1, location_id="a")
+
+
+def test_ship_to_is_one_setting_so_an_exception_can_stand_first(decide_at):
+    rules = world(
+        """
+        rules:
+          - name: batteries-to-canada-from-this-supplier
+            match: {skus: [BATTERY], countries: [CA]}
+            ship_to: {allow: [CA]}
+          - name: no-batteries-to-north-america
+            match: {tags: [battery]}
+            ship_to: {deny: [north-america]}
+        """,
+        base=WORLD_EU,
+    )
+    availability = stock(("BATTERY", "nyc", 5))
+    assert decide_at(cart("CA", ("BATTERY", 1)), availability, rules).decision == Outcome.ALLOCATE
+    assert reasons(decide_at(cart("US", ("BATTERY", 1)), availability, rules)) == [
+        [ReasonCode.NOT_SHIPPABLE]
+    ]
+
+
+def test_unlimited_stock_explained_without_a_placeholder_number(decide_at):
+    rules = world("defaults: {min_atp: 1, routing: {criteria: [single_location, priority]}}")
+    availability = stock(("TEE", "a", 0, {"unlimited": True}), ("TEE", "b", 0, {"unlimited": True}))
+    decision = decide_at(cart("IE", ("TEE", 1)), availability, rules, explain=True)
+    by_id = {loc.location_id: loc for loc in decision.lines[0].explanation.locations}
+    assert by_id["a"].verdict == LocationVerdict.USED
+    assert by_id["a"].allocatable is None
+    assert by_id["b"].verdict == LocationVerdict.PASSED_OVER
+    assert by_id["b"].detail == "not needed: the whole cart ships from a"
+
+
+def test_a_channel_no_rule_names_decides_like_no_channel(decide_at):
+    rules = world("rules: [{name: web-limit, match: {channels: [web]}, max_quantity: 1}]")
+    availability = stock(("TEE", "a", 5))
+    plain = decide_at(cart("IE", ("TEE", 2)), availability, rules)
+    other = decide_at(cart("IE", ("TEE", 2), channel="kiosk"), availability, rules)
+    assert plain == other
+    limited = decide_at(cart("IE", ("TEE", 2), channel="web"), availability, rules)
+    assert reasons(limited) == [[ReasonCode.QUANTITY_LIMIT]]

@@ -364,7 +364,8 @@ def test_wholesale_cart_must_ship_from_one_location(client, rs_id):
         "rule_set": rs_id,
         "lines": [
             allocated_line(0, "TEE-BLK-M", ("dub-dc", 30)),
-            denied_line(1, "TEE-WHT-M", 10, "SPLIT_LIMIT", available=15),
+            # 3 is what dub-dc, the one shipment allowed, still holds of the white tee.
+            denied_line(1, "TEE-WHT-M", 10, "SPLIT_LIMIT", available=3),
         ],
         "shipments": [],
     }
@@ -590,6 +591,8 @@ def test_huge_body_is_a_413(client):
         "/v1/allocations", content=raw, headers={"content-type": "application/json"}
     )
     assert_problem(response, 413, None)
+    assert response.json()["type"] == "/problems/payload-too-large"
+    assert response.json()["detail"] == "the body is larger than the 256 KiB a cart may take"
 
 
 def test_padding_over_the_limit_is_a_413(client):
@@ -686,6 +689,7 @@ def item(sku: str, sellable: int, **extra: Any) -> dict[str, Any]:
         "sku": sku,
         "known": True,
         "shippable": True,
+        "orderable": sellable > 0,
         "sellable": sellable,
         "low_stock": False,
         "backorderable": False,
@@ -706,7 +710,7 @@ def test_availability_after_safety_stock_and_min_atp(client, rs_id):
         "country": "IE",
         "rule_set": rs_id,
         "items": [
-            item("TEE-BLK-M", 65),  # dub-dc 40 + ams-dc 25
+            item("TEE-BLK-M", 50),  # dub-dc 40 + ams-dc 25, but at most 50 per order
             item("TEE-WHT-M", 15),  # dub-dc 3 + ams-dc 12
             item("HOODIE-GRY-L", 9),  # (7 - 2) + (6 - 2)
         ],
@@ -723,7 +727,7 @@ def test_availability_low_stock_and_display_stock(client, rs_id):
             item("TEE-WHT-M", 3, low_stock=True),
             # dub-dc 40 + lon-store (6 - 1 reserved - 3 display) 2.
             item("TEE-BLK-M", 42),
-            item("VINYL-LTD-01", 3, low_stock=True),
+            item("VINYL-LTD-01", 2, low_stock=True),  # 3 in stock, two per order
         ],
     }
 
@@ -748,13 +752,21 @@ def test_availability_backorderable_unknown_and_unlimited(client, rs_id):
                 "sku": "NO-SUCH-SKU",
                 "known": False,
                 "shippable": False,
+                "orderable": False,
                 "sellable": 0,
                 "low_stock": False,
                 "backorderable": False,
                 "reasons": ["UNKNOWN_SKU"],
             },
-            item("LAMP-OAK", 0, availability_unknown=True, reasons=["AVAILABILITY_UNKNOWN"]),
-            item("GIFTCARD-50", 100_000),
+            # Unknown, but the rules take the order and reserve it.
+            item(
+                "LAMP-OAK",
+                0,
+                orderable=True,
+                availability_unknown=True,
+                reasons=["AVAILABILITY_UNKNOWN"],
+            ),
+            item("GIFTCARD-50", 50),  # not tracked: as many as one order may have
         ],
     }
 
@@ -771,13 +783,14 @@ def test_availability_not_shippable_and_denied(client, rs_id):
                 "sku": "POWERBANK-20K",
                 "known": True,
                 "shippable": False,
+                "orderable": False,
                 "sellable": 0,
                 "low_stock": False,
                 "backorderable": False,
                 "reasons": ["NOT_SHIPPABLE"],
             },
             item("CHEF-KNIFE-20", 0, reasons=["INSUFFICIENT_STOCK"]),
-            item("GIFTCARD-50", 100_000),
+            item("GIFTCARD-50", 50),
         ],
     }
     gb = get_availability(client, "sku=CHEF-KNIFE-20&country=GB")
@@ -786,6 +799,7 @@ def test_availability_not_shippable_and_denied(client, rs_id):
             "sku": "CHEF-KNIFE-20",
             "known": True,
             "shippable": False,
+            "orderable": False,
             "sellable": 0,
             "low_stock": False,
             "backorderable": False,
@@ -804,6 +818,7 @@ def test_availability_repeated_sku_is_answered_once(client, rs_id):
                 "sku": "TEE-BLK-M",
                 "known": True,
                 "shippable": False,
+                "orderable": False,
                 "sellable": 0,
                 "low_stock": False,
                 "backorderable": False,
@@ -815,7 +830,7 @@ def test_availability_repeated_sku_is_answered_once(client, rs_id):
 
 def test_availability_with_a_channel(client):
     body = get_availability(client, "sku=TEE-BLK-M&country=IE&channel=wholesale")
-    assert body["items"] == [item("TEE-BLK-M", 65)]
+    assert body["items"] == [item("TEE-BLK-M", 40)]  # wholesale: one shipment, dub-dc's 40
 
 
 @pytest.mark.parametrize(

@@ -29,6 +29,7 @@ from msgspec import UNSET
 
 from engine.countries import COUNTRY_CODES
 from engine.errors import Problem, RuleSetError, Severity
+from engine.model import ReasonCode
 from engine.policy.load import Loaded, LoadedFiles, Path_, _suggest, load_folder, load_texts
 from engine.policy.schema import DenySpec, MatchSpec, RuleSpec, SettingsSpec
 
@@ -48,9 +49,23 @@ __all__ = (
     "rank_key",
 )
 
+
+@dataclass(frozen=True, slots=True)
+class ShipTo:
+    """A ship-to filter: `allow` (None: anywhere) and `deny`. Written by one rule as a whole,
+    so a rule that lifts a restriction for some SKUs can stand before the rule it excepts."""
+
+    allow: frozenset[str] | None = None
+    deny: frozenset[str] = frozenset()
+
+    def permits(self, country: str) -> bool:
+        return (self.allow is None or country in self.allow) and country not in self.deny
+
+
+ANYWHERE: Final = ShipTo()
+
 BUILT_IN: Final[dict[str, Any]] = {
-    "ship_to.allow": None,
-    "ship_to.deny": frozenset(),
+    "ship_to": ANYWHERE,
     "safety_stock": 0,
     "min_atp": 0,
     "low_stock_threshold": 0,
@@ -72,7 +87,8 @@ CART_SETTINGS: Final = frozenset(
     {"routing.criteria", "routing.max_shipments", "routing.max_locations_per_line", "partial_cart"}
 )
 LOCATION_SETTINGS: Final = frozenset({"safety_stock", "min_atp"})
-_SHIP_TO: Final = frozenset({"ship_to.allow", "ship_to.deny"})
+_WHOLE: Final = frozenset({"ship_to"})
+"""Settings written and resolved as a whole rather than key by key."""
 _MEMO_LIMIT: Final = 65_536
 
 
@@ -92,6 +108,9 @@ class Origin:
 
 
 BUILT_IN_ORIGIN: Final = Origin("built-in")
+
+DENY_CODES: Final = frozenset({ReasonCode.DENIED_BY_RULE, ReasonCode.NOT_SHIPPABLE})
+"""The reason codes a deny rule may give; the others are findings of the engine."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,7 +247,6 @@ class LineRules:
     groups: tuple[tuple[Candidate, ...], ...]
     """The candidates in rank groups: within a group only the dynamic criteria (stock, whole
     line, open locations) decide the order, so a group of one needs no stock read to rank."""
-    candidate_ids: frozenset[str]
     thresholds: dict[str, tuple[int, int]]
     """Candidate location id -> (min ATP, safety stock): what reading stock needs, flat."""
     by_location: dict[str, Candidate]
@@ -236,7 +254,26 @@ class LineRules:
     excluded: tuple[tuple[str, str], ...]
     """(location id, why) for each location that may not serve this line."""
     origins: tuple[tuple[str, Any, Origin], ...]
-    cart: CartRules
+
+
+UNKNOWN_SKU_RULES: Final = LineRules(
+    sku="",
+    known=False,
+    deny=None,
+    deny_origin=None,
+    not_shippable=None,
+    max_quantity=None,
+    low_stock_threshold=0,
+    unknown_availability="deny",
+    backorder=Backorder(False, None, True, None, True),
+    candidates=(),
+    groups=(),
+    thresholds={},
+    by_location={},
+    excluded=(),
+    origins=(),
+)
+"""What the rules say about a SKU not in the catalog: nothing; it is denied before use."""
 
 
 @dataclass
@@ -254,6 +291,8 @@ class RuleSet:
     defaults: dict[str, tuple[Any, Origin]]
     rules: tuple[_Rule, ...]
     warnings: tuple[Problem, ...] = ()
+    channels: frozenset[str] = frozenset()
+    """Every channel some rule matches on; other channels decide as no channel."""
     _sku_rules: dict[str, tuple[_Rule, ...]] = field(default_factory=dict, repr=False)
     _line_memo: dict[tuple[str, str, str | None], LineRules] = field(
         default_factory=dict, repr=False
@@ -265,6 +304,8 @@ class RuleSet:
         return tuple(loc.id for loc in self.locations)
 
     def cart_rules(self, country: str, channel: str | None) -> CartRules:
+        if channel is not None and channel not in self.channels:
+            channel = None  # no rule names it: it decides like a cart without a channel
         key = (country, channel)
         found = self._cart_memo.get(key)
         if found is None:
@@ -274,6 +315,10 @@ class RuleSet:
         return found
 
     def line_rules(self, sku: str, country: str, channel: str | None) -> LineRules:
+        if sku not in self.catalog:
+            return UNKNOWN_SKU_RULES  # nothing to resolve, and nothing to remember
+        if channel is not None and channel not in self.channels:
+            channel = None
         key = (sku, country, channel)
         found = self._line_memo.get(key)
         if found is None:
@@ -320,6 +365,7 @@ class RuleSet:
         known = sku in self.catalog
         matching = [r for r in self._rules_for_sku(sku) if r.matches_cart(country, channel)]
         line_level = [r for r in matching if r.locations is None]
+        location_level = [r for r in matching if r.locations is not None]
         origins: list[tuple[str, Any, Origin]] = []
 
         def setting(name: str) -> Any:
@@ -334,13 +380,10 @@ class RuleSet:
                 deny, deny_origin = rule.deny, rule.origin
                 origins.append(("deny", rule.deny.code.value, rule.origin))
                 break
-        allow = setting("ship_to.allow")
-        refuse = setting("ship_to.deny")
+        ship_to: ShipTo = setting("ship_to")
         not_shippable = None
-        if allow is not None and country not in allow:
-            not_shippable = f"this SKU may only ship to {_countries(allow)} ({origins[-2][2]})"
-        elif country in refuse:
-            not_shippable = f"this SKU may not ship to {country} ({origins[-1][2]})"
+        if not ship_to.permits(country):
+            not_shippable = f"this SKU {_ship_to_refusal(ship_to, country)} ({origins[-1][2]})"
         backorder = Backorder(
             allowed=setting("backorder.allowed"),
             max_quantity=setting("backorder.max_quantity"),
@@ -361,15 +404,11 @@ class RuleSet:
                 continue
             loc_origins: list[tuple[str, Any, Origin]] = []
             values: dict[str, Any] = {}
-            for name in ("safety_stock", "min_atp", "ship_to.allow", "ship_to.deny"):
-                pool = (
-                    matching
-                    if name in LOCATION_SETTINGS
-                    else [r for r in matching if r.locations is not None]
-                )
+            for name in ("safety_stock", "min_atp", "ship_to"):
+                pool = matching if name in LOCATION_SETTINGS else location_level
                 value, origin = self._first(pool, name, loc.id)
-                if name in _SHIP_TO and origin.rule in {"defaults", "built-in"}:
-                    value = None if name == "ship_to.allow" else frozenset()
+                if name == "ship_to" and origin.rule in {"defaults", "built-in"}:
+                    value = ANYWHERE  # defaults speak of the line, not of a location
                 elif origin.rule != "built-in":
                     loc_origins.append((name, _plain(value), origin))
                 values[name] = value
@@ -383,18 +422,10 @@ class RuleSet:
             by_location[loc.id] = cand
             if country not in loc.ships_to:
                 excluded.append((loc.id, f"ships to {_countries(loc.ships_to)}, not {country}"))
-            elif values["ship_to.allow"] is not None and country not in values["ship_to.allow"]:
-                origin = next(o for n, _, o in loc_origins if n == "ship_to.allow")
-                excluded.append(
-                    (
-                        loc.id,
-                        f"may send this SKU only to "
-                        f"{_countries(values['ship_to.allow'])} ({origin})",
-                    )
-                )
-            elif country in values["ship_to.deny"]:
-                origin = next(o for n, _, o in loc_origins if n == "ship_to.deny")
-                excluded.append((loc.id, f"may not send this SKU to {country} ({origin})"))
+            elif not values["ship_to"].permits(country):
+                origin = next(o for n, _, o in loc_origins if n == "ship_to")
+                refusal = _ship_to_refusal(values["ship_to"], country, "send this SKU")
+                excluded.append((loc.id, f"{refusal} ({origin})"))
             else:
                 candidates.append(cand)
         candidates.sort(key=lambda c: c.static_key)
@@ -411,12 +442,10 @@ class RuleSet:
             backorder=backorder,
             candidates=tuple(candidates),
             groups=groups,
-            candidate_ids=frozenset(c.location.id for c in candidates),
             thresholds={c.location.id: (c.min_atp, c.safety_stock) for c in candidates},
             by_location=by_location,
             excluded=tuple(excluded),
             origins=tuple(origins),
-            cart=cart,
         )
 
     def describe(self) -> dict[str, Any]:
@@ -453,6 +482,8 @@ class RuleSet:
 
 
 def _plain(value: Any) -> Any:
+    if isinstance(value, ShipTo):
+        return {"allow": _plain(value.allow), "deny": _plain(value.deny)}
     if isinstance(value, frozenset):
         return sorted(value)
     if isinstance(value, tuple):
@@ -460,6 +491,12 @@ def _plain(value: Any) -> Any:
     if isinstance(value, msgspec.Struct):
         return msgspec.to_builtins(value)
     return value
+
+
+def _ship_to_refusal(ship_to: ShipTo, country: str, verb: str = "ship") -> str:
+    if ship_to.allow is not None and country not in ship_to.allow:
+        return f"may {verb} only to {_countries(ship_to.allow)}"
+    return f"may not {verb} to {country}"
 
 
 def _countries(codes: frozenset[str]) -> str:
@@ -507,7 +544,7 @@ def _flatten(spec: SettingsSpec) -> dict[str, Any]:
         value = getattr(spec, name)
         if value is UNSET:
             continue
-        if isinstance(value, msgspec.Struct):
+        if isinstance(value, msgspec.Struct) and name not in _WHOLE:
             for sub in value.__struct_fields__:
                 leaf = getattr(value, sub)
                 if leaf is not UNSET:
@@ -681,12 +718,40 @@ class _Compiler:
             defaults=defaults,
             rules=tuple(rules),
             warnings=tuple(sorted(self.problems)),
+            channels=frozenset().union(*(r.channels or () for r in rules)),
         )
 
     def setting_value(self, item: Loaded[Any], name: str, value: Any) -> Any:
-        if name in _SHIP_TO:
-            return self.countries(item, tuple(name.split(".")), value)
+        if name == "ship_to":
+            allow = (
+                None
+                if value.allow is UNSET
+                else self.countries(item, ("ship_to", "allow"), value.allow)
+            )
+            deny = (
+                frozenset()
+                if value.deny is UNSET
+                else self.countries(item, ("ship_to", "deny"), value.deny)
+            )
+            return ShipTo(allow, deny)
+        if name == "routing.criteria":
+            self.check_criteria(item, value)
         return value
+
+    def check_criteria(self, item: Loaded[Any], criteria: tuple[str, ...]) -> None:
+        seen: set[str] = set()
+        for i, criterion in enumerate(criteria):
+            where = ("routing", "criteria", i)
+            if criterion in seen:
+                self.error(item, where, f"`{criterion}` is listed twice in the routing criteria")
+            elif criterion == "single_location" and i:
+                self.error(
+                    item,
+                    where,
+                    "`single_location` decides before any other criterion, so it must come "
+                    "first in the list",
+                )
+            seen.add(criterion)
 
     def rule(
         self,
@@ -702,6 +767,14 @@ class _Compiler:
             for name, value in _flatten(spec).items()
         }
         deny = spec.deny if spec.deny is not UNSET else None
+        if deny is not None and deny.code not in DENY_CODES:
+            allowed = ", ".join(sorted(c.value for c in DENY_CODES))
+            self.error(
+                item,
+                ("deny", "code"),
+                f"`{deny.code.value}` describes what the engine finds, not a rule's choice; a "
+                f"deny rule may use {allowed}",
+            )
         if not settings and deny is None:
             self.error(
                 item,
@@ -729,7 +802,7 @@ class _Compiler:
                     "and `channels`: move it to such a rule or to `defaults`",
                     key=True,
                 )
-            elif match.locations and name not in LOCATION_SETTINGS and name not in _SHIP_TO:
+            elif match.locations and name not in LOCATION_SETTINGS and name not in _WHOLE:
                 self.error(
                     item,
                     (name.split(".")[0],),

@@ -148,9 +148,26 @@ class _Builder:
         self.source = source
         self.problems: list[Problem] = []
         self._constructor = SafeConstructor()
+        self._seen: set[int] = set()
 
     def build(self, node: Node, path: Path_) -> Any:
         self.source.values[path] = Mark(node.start_mark.line + 1, node.start_mark.column + 1)
+        if id(node) in self._seen:
+            # An alias: the same node reached twice. Refused, which also stops a file that
+            # refers to itself, or one that multiplies itself ("billion laughs"), at once.
+            line, column = self.source.values[path].line, self.source.values[path].column
+            self.problems.append(
+                Problem(
+                    self.source.file,
+                    line,
+                    column,
+                    "anchors and aliases (`&name`, `*name`) are not supported in rule files: "
+                    "write the value out where it is needed",
+                )
+            )
+            self.source.unbuildable.add(path)
+            return None
+        self._seen.add(id(node))
         if isinstance(node, ScalarNode):
             self.source.scalars[path] = node
             try:
@@ -388,6 +405,12 @@ def _translate(
     if re.match(r"Expected `array` of length >= 1", message):
         return source.problem(path, f"{name} needs at least one entry")
     if re.match(r"Expected `str` matching regex", message):
+        if "channels" in rel:
+            return source.problem(
+                path,
+                f"`{raw}` is not a valid channel: use lower-case letters, digits, `-` and `_`, "
+                "starting with a letter or digit (as carts send it)",
+            )
         if (rel and rel[-1] in {"name"}) or "tags" in rel:
             return source.problem(
                 path,

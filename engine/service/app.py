@@ -21,15 +21,13 @@ from engine import __version__
 from engine.checkout import Checkout
 from engine.countries import CountryCode
 from engine.model import CHANNEL_PATTERN, MAX_LINES, AvailabilityAnswer, Cart, Decision, Sku
-from engine.service.problems import decode_error, exception_handlers
+from engine.service.problems import MAX_BODY_BYTES, decode_error, exception_handlers
 
 if TYPE_CHECKING:
     from litestar._openapi.schema_generation import SchemaCreator
 
 __all__ = ("MAX_BODY_BYTES", "create_app")
 
-MAX_BODY_BYTES: Final = 256 * 1024
-"""Far above the largest valid cart (MAX_LINES lines); anything bigger is refused with 413."""
 
 _CART_DECODER: Final = msgspec.json.Decoder(Cart)
 

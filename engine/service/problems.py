@@ -16,13 +16,22 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
-from engine.errors import FieldError, InvalidRequest, RequestError
+from engine.errors import FieldError, InvalidRequest, PayloadTooLarge, RequestError
 
-__all__ = ("PROBLEM_JSON", "decode_error", "exception_handlers", "problem_response")
+__all__ = (
+    "MAX_BODY_BYTES",
+    "PROBLEM_JSON",
+    "decode_error",
+    "exception_handlers",
+    "problem_response",
+)
 
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON: Final = "application/problem+json"
+MAX_BODY_BYTES: Final = 256 * 1024
+"""Far above the largest valid cart (MAX_LINES lines); anything bigger is refused with 413."""
+MAX_BODY_KIB: Final = MAX_BODY_BYTES // 1024
 _AT_PATH: Final = re.compile(r"^(?P<msg>.*?)(?: - at `(?P<path>\$[^`]*)`)?$", re.DOTALL)
 _UNKNOWN_FIELD: Final = re.compile(r"Object contains unknown field `(?P<name>.+)`")
 _MISSING_FIELD: Final = re.compile(r"Object missing required field `(?P<name>.+)`")
@@ -117,6 +126,14 @@ def _validation_error(request: Request[Any, Any, Any], exc: ValidationException)
 
 
 def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
+    if exc.status_code == PayloadTooLarge.status:
+        return problem_response(
+            request,
+            PayloadTooLarge.status,
+            PayloadTooLarge.title,
+            f"the body is larger than the {MAX_BODY_KIB} KiB a cart may take",
+            PayloadTooLarge.type_uri,
+        )
     return problem_response(
         request,
         exc.status_code,

@@ -1,4 +1,4 @@
-"""Allocation scenarios from other platforms' test suites (/work/scenarios.md), in our rule format.
+"""Allocation scenarios from other platforms' test suites (Saleor, Magento MSI, Solidus, Medusa).
 
 Each test is named after the scenario id and gives its source in the docstring. Platform
 strategies map to routing criteria: Saleor PRIORITIZE_HIGH_STOCK -> `[most_stock]`, Saleor

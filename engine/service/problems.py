@@ -35,6 +35,9 @@ MAX_BODY_KIB: Final = MAX_BODY_BYTES // 1024
 _AT_PATH: Final = re.compile(r"^(?P<msg>.*?)(?: - at `(?P<path>\$[^`]*)`)?$", re.DOTALL)
 _UNKNOWN_FIELD: Final = re.compile(r"Object contains unknown field `(?P<name>.+)`")
 _MISSING_FIELD: Final = re.compile(r"Object missing required field `(?P<name>.+)`")
+_PATTERN_WORDS: Final = {
+    "channel": "Expected lower-case letters, digits, `-` and `_`, starting with a letter or digit",
+}
 _MISSING_PARAMETER: Final = re.compile(
     r"Missing required (?P<kind>\w+) parameter '(?P<name>[^']+)'"
 )
@@ -71,6 +74,8 @@ def decode_error(exc: msgspec.DecodeError) -> InvalidRequest:
         message = "required field is missing"
     elif message.startswith("Invalid enum value") and path.endswith(".country"):
         message = f"{message}: use an ISO 3166-1 alpha-2 country code in capitals, e.g. IE"
+    elif message.startswith("Expected `str` matching regex"):
+        message = _PATTERN_WORDS.get(path.rsplit(".", 1)[-1], "Expected text without spaces")
     return InvalidRequest(f"{path}: {message}", (FieldError(path, message),))
 
 

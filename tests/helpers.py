@@ -16,6 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "rules"
 DEMO_AVAILABILITY = ROOT / "demo" / "availability.json"
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+DEMO_LOCATIONS = ["dub-dc", "ams-dc", "lon-store", "nyc-3pl", "ber-dropship", "old-cork"]
+"""The demo's locations, in the order of rules/locations.yaml."""
 
 
 def rules_from(*texts: str, names: Iterable[str] | None = None) -> RuleSet:

@@ -18,7 +18,7 @@ from engine.cli import main
 from engine.policy import load_rule_set
 from engine.service import create_app
 from engine.sources.snapshot import SnapshotSource
-from tests.helpers import DEMO_AVAILABILITY, NOW, ROOT, RULES
+from tests.helpers import DEMO_AVAILABILITY, DEMO_LOCATIONS, NOW, ROOT, RULES
 
 NOW_ARG = NOW.isoformat()
 LOCATED = re.compile(r"^(?P<file>.+\.ya?ml):(?P<line>\d+):(?P<column>\d+): (?P<message>.+)$")
@@ -224,14 +224,7 @@ def test_decide_explain_matches_the_service(tmp_path, capsys, service):
     assert printed == service(cart, explain=True)
     assert printed["explanation"]["summary"].startswith("allocate: 1 line(s)")
     locations = printed["lines"][0]["explanation"]["locations"]
-    assert [loc["location_id"] for loc in locations] == [
-        "dub-dc",
-        "ams-dc",
-        "lon-store",
-        "nyc-3pl",
-        "ber-dropship",
-        "old-cork",
-    ]
+    assert [loc["location_id"] for loc in locations] == DEMO_LOCATIONS
 
 
 def test_decide_without_explain_has_no_explanation(tmp_path, capsys):

@@ -21,10 +21,10 @@ from engine.policy import RuleSet, load_rule_set
 from engine.service import create_app
 from engine.service.app import MAX_BODY_BYTES
 from engine.sources.snapshot import SnapshotSource
-from tests.helpers import DEMO_AVAILABILITY, NOW, RULES
+from tests.helpers import DEMO_AVAILABILITY, DEMO_LOCATIONS, NOW, RULES
 
 PROBLEM_JSON = "application/problem+json"
-ALL_LOCATIONS = ["dub-dc", "ams-dc", "lon-store", "nyc-3pl", "ber-dropship", "old-cork"]
+ALL_LOCATIONS = DEMO_LOCATIONS
 SNEAKER_RESTOCK = "2026-12-13T00:00:00Z"
 """dub-dc's sneaker restock: `restock_in_days: 21` from midnight of NOW."""
 

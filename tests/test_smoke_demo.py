@@ -1,17 +1,10 @@
 from engine.availability import Availability
-from tests.helpers import allocations, cart, stock
+from tests.helpers import DEMO_LOCATIONS, allocations, cart, stock
 
 
 def test_demo_rules_load_without_warnings(demo_rules):
     assert demo_rules.warnings == ()
-    assert [loc.id for loc in demo_rules.locations] == [
-        "dub-dc",
-        "ams-dc",
-        "lon-store",
-        "nyc-3pl",
-        "ber-dropship",
-        "old-cork",
-    ]
+    assert [loc.id for loc in demo_rules.locations] == DEMO_LOCATIONS
 
 
 def test_single_line_allocates_from_first_priority(demo_rules, decide_at):

@@ -52,6 +52,15 @@ __all__ = ("UNLIMITED", "assess", "decide")
 UNLIMITED: Final = 10**12
 """Allocatable quantity of an item whose source does not track stock."""
 
+# Enum members read through their class cost a descriptor look-up each time (about ten times a
+# module global); the hot path compares statuses often, so it reads them from here.
+_ALLOCATED: Final = LineStatus.ALLOCATED
+_RESERVED: Final = LineStatus.RESERVED
+_DENIED: Final = LineStatus.DENIED
+_ALLOCATE: Final = Outcome.ALLOCATE
+_RESERVE: Final = Outcome.RESERVE
+_DENY: Final = Outcome.DENY
+
 
 @dataclass(slots=True)
 class _Line:
@@ -180,7 +189,7 @@ def decide(
     for ln in active:
         if single is not None:
             _take(ln, single.location.id, ln.line.quantity, stock)
-            ln.status = LineStatus.ALLOCATED
+            ln.status = _ALLOCATED
             if ln.notes is not None:
                 ln.summary = f"the whole cart ships from {single.location.id} (single_location)"
                 for cand in ln.candidates:
@@ -193,7 +202,7 @@ def decide(
         if ln.allocated < ln.line.quantity:
             _shortfall(ln, cart_rules, stock, now, open_locations)
         else:
-            ln.status = LineStatus.ALLOCATED
+            ln.status = _ALLOCATED
     return _decision(cart, lines, rules, cart_rules, stock, explain, single is not None)
 
 
@@ -239,14 +248,14 @@ def _check_line(
                 else f"no enabled location may send it to {cart.country}"
             )
             _deny(ln, (ReasonCode.NOT_SHIPPABLE,), why)
-    if ln.status is LineStatus.DENIED:
+    if ln.status is _DENIED:
         ln.candidates = ln.groups = ()
         ln.thresholds = {}
     return ln
 
 
 def _deny(ln: _Line, reasons: tuple[ReasonCode, ...], summary: str) -> None:
-    ln.status = LineStatus.DENIED
+    ln.status = _DENIED
     ln.reasons = reasons
     ln.summary = summary
 
@@ -538,7 +547,7 @@ def _shortfall(
         target = _open_unknown(ln, unknown, cart_rules, open_locations)
         if target is not None:
             _take(ln, target.location.id, quantity - ln.allocated, stock)
-            ln.status = LineStatus.ALLOCATED
+            ln.status = _ALLOCATED
             ln.reasons = (ReasonCode.AVAILABILITY_UNKNOWN,)
             ln.summary = (
                 f"allocated at {target.location.id} although its availability is "
@@ -551,7 +560,7 @@ def _shortfall(
         ln.reservation = Reservation(
             quantity=quantity - ln.allocated, location_id=unknown[0].location.id
         )
-        ln.status = LineStatus.RESERVED
+        ln.status = _RESERVED
         ln.reasons = (ReasonCode.AVAILABILITY_UNKNOWN,)
         ln.summary = (
             f"reserved at {unknown[0].location.id}: its availability is unknown "
@@ -604,7 +613,7 @@ def _shortfall(
         quantity=to_reserve, location_id=cand.location.id, restock_time=restock
     )
     stock.backordered[sku] = reserved_before + to_reserve
-    ln.status = LineStatus.RESERVED
+    ln.status = _RESERVED
     ln.reasons = (short_reason,)
     when = f"restock {restock.isoformat()}" if restock else "no restock time known"
     ln.summary = f"reserved {to_reserve} at {cand.location.id} ({when})"
@@ -734,22 +743,22 @@ def _decision(
 ) -> Decision:
     denied = reserved = 0
     for ln in lines:
-        if ln.status is LineStatus.DENIED:
+        if ln.status is _DENIED:
             denied += 1
-        elif ln.status is LineStatus.RESERVED:
+        elif ln.status is _RESERVED:
             reserved += 1
     if denied and (denied == len(lines) or not cart_rules.partial_cart):
-        outcome = Outcome.DENY
+        outcome = _DENY
     elif reserved:
-        outcome = Outcome.RESERVE
+        outcome = _RESERVE
     else:
-        outcome = Outcome.ALLOCATE
+        outcome = _ALLOCATE
     decisions = tuple([_line_decision(ln, rules, stock, cart) for ln in lines])
     shipments: tuple[Shipment, ...] = ()
-    if outcome is not Outcome.DENY:
+    if outcome is not _DENY:
         grouped: dict[str, list[ShipmentLine]] = {}
         for ln in lines:
-            if ln.status is LineStatus.DENIED:
+            if ln.status is _DENIED:
                 continue
             for location_id, quantity in ln.allocations.items():
                 grouped.setdefault(location_id, []).append(
@@ -778,11 +787,11 @@ _STOCK_REASONS: Final = frozenset(
 
 
 def _line_decision(ln: _Line, rules: RuleSet, stock: _Stock, cart: Cart) -> LineDecision:
-    status = ln.status or LineStatus.DENIED
+    status = ln.status or _DENIED
     reserved = ln.reservation.quantity if ln.reservation is not None else 0
     available = None
     if (
-        status is LineStatus.DENIED
+        status is _DENIED
         and ln.available is not None
         and ln.reasons
         and ln.reasons[0] in _STOCK_REASONS
@@ -930,7 +939,7 @@ def _verdict(
 
 
 def _line_summary(ln: _Line) -> str:
-    if ln.status is LineStatus.ALLOCATED:
+    if ln.status is _ALLOCATED:
         parts = ", ".join(f"{q} from {loc}" for loc, q in ln.allocations.items())
         return f"allocated {parts}"
     return ln.summary

@@ -91,14 +91,14 @@ class _Stock:
     may serve it, and then only adjusted, so a SKU on several lines of a cart draws from one
     pool. A candidate with no record has nothing, unless its source could not answer (None)."""
 
-    __slots__ = ("_by_sku", "_levels", "_unknown", "backordered", "consumed", "opened")
+    __slots__ = ("_by_sku", "_levels", "_unknown", "backordered", "lines", "opened")
 
     def __init__(self, availability: Availability) -> None:
         self._by_sku = availability.stock
         self._unknown = availability.unknown
         self._levels: dict[str, dict[str, int]] = {}
-        self.consumed: dict[str, int] = {}
-        """SKU -> units the cart's lines hold now (for telling shortage from thresholds)."""
+        self.lines: list[_Line] = []
+        """The cart's lines, for what the others hold when a line comes up short."""
         self.opened: dict[str, int] = {}
         """Location id -> lines allocated there now: the cart's shipments."""
         self.backordered: dict[str, int] = {}
@@ -181,6 +181,7 @@ def decide(
         _check_line(i, line, rules, cart, per_sku[line.sku], explain)
         for i, line in enumerate(cart.lines)
     ]
+    stock.lines = lines
     active = [ln for ln in lines if ln.status is None]
     open_locations = stock.opened
     single = None
@@ -504,9 +505,7 @@ def _take(ln: _Line, location_id: str, quantity: int, stock: _Stock) -> None:
         stock.opened[location_id] = stock.opened.get(location_id, 0) + 1
     ln.allocations[location_id] = held + quantity
     ln.allocated += quantity
-    sku = ln.line.sku
-    stock.consumed[sku] = stock.consumed.get(sku, 0) + quantity
-    stock.take(sku, location_id, quantity)
+    stock.take(ln.line.sku, location_id, quantity)
 
 
 def _release(ln: _Line, stock: _Stock, why: str) -> None:
@@ -515,7 +514,6 @@ def _release(ln: _Line, stock: _Stock, why: str) -> None:
     sku = ln.line.sku
     for location_id, quantity in ln.allocations.items():
         stock.give_back(sku, location_id, quantity)
-        stock.consumed[sku] -= quantity
         left = stock.opened[location_id] - 1
         if left:
             stock.opened[location_id] = left
@@ -656,7 +654,9 @@ def _short_reason(ln: _Line, stock: _Stock) -> ReasonCode:
         if record is not None:
             raw += record.atp
     # What the other lines of the cart hold is not there for this one.
-    raw -= stock.consumed.get(sku, 0) - ln.allocated
+    raw -= sum(
+        other.allocated for other in stock.lines if other.line.sku == sku and other is not ln
+    )
     if raw >= quantity:
         return ReasonCode.BELOW_SAFETY_STOCK
     return ReasonCode.INSUFFICIENT_STOCK

@@ -15,8 +15,9 @@ HTTP-facing errors carry their status as a class attribute; a new one is a two-l
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
-from typing import ClassVar
+from typing import ClassVar, Final
 
 from msgspec import Struct
 
@@ -31,7 +32,19 @@ __all__ = (
     "RuleSetError",
     "Severity",
     "UnknownReference",
+    "split_validation_message",
 )
+
+_AT_PATH: Final = re.compile(r"^(?P<msg>.*?)(?: - at `(?P<path>\$[^`]*)`)?$", re.DOTALL)
+
+
+def split_validation_message(text: str) -> tuple[str, str | None]:
+    """msgspec ends a validation message with the JSON path of the bad value
+    (`Expected `int`, got `str` - at `$.lines[0].quantity``): split it into (message, path),
+    path None when the message is about the document itself."""
+    found = _AT_PATH.match(text)
+    assert found is not None  # the pattern matches any text
+    return found["msg"], found["path"]
 
 
 class Severity(StrEnum):

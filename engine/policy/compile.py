@@ -232,7 +232,6 @@ class CartRules:
 class LineRules:
     """Everything the rules say about one SKU for one (country, channel)."""
 
-    sku: str
     known: bool
     deny: DenySpec | None
     deny_origin: Origin | None
@@ -257,7 +256,6 @@ class LineRules:
 
 
 UNKNOWN_SKU_RULES: Final = LineRules(
-    sku="",
     known=False,
     deny=None,
     deny_origin=None,
@@ -431,7 +429,6 @@ class RuleSet:
         candidates.sort(key=lambda c: c.static_key)
         groups = _rank_groups(candidates, cart)
         return LineRules(
-            sku=sku,
             known=known,
             deny=deny,
             deny_origin=deny_origin,

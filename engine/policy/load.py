@@ -23,7 +23,7 @@ from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from engine.countries import COUNTRY_CODES
-from engine.errors import Problem, Severity
+from engine.errors import Problem, Severity, split_validation_message
 from engine.model import ReasonCode
 from engine.policy.schema import (
     CRITERIA,
@@ -262,7 +262,6 @@ def _parse_yaml(text: str, source: SourceMap) -> tuple[Any, list[Problem]]:
 # --- msgspec messages to merchandiser sentences -------------------------------------------------
 
 _PATH_TOKEN: Final = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]")
-_AT_PATH: Final = re.compile(r"^(?P<msg>.*?)(?: - at `(?P<path>\$[^`]*)`)?$", re.DOTALL)
 
 
 def _parse_path(text: str) -> Path_:
@@ -325,10 +324,8 @@ def _raw(source: SourceMap, path: Path_) -> str | None:
 def _translate(
     error: msgspec.ValidationError, source: SourceMap, base: Path_, noun: str
 ) -> Problem:
-    found = _AT_PATH.match(str(error))
-    assert found is not None
-    message = found["msg"]
-    rel = _parse_path(found["path"]) if found["path"] else ()
+    message, at = split_validation_message(str(error))
+    rel = _parse_path(at) if at else ()
     path = base + rel
     name = _field_name(rel) if rel else noun
 

@@ -16,7 +16,13 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
-from engine.errors import FieldError, InvalidRequest, PayloadTooLarge, RequestError
+from engine.errors import (
+    FieldError,
+    InvalidRequest,
+    PayloadTooLarge,
+    RequestError,
+    split_validation_message,
+)
 
 __all__ = (
     "MAX_BODY_BYTES",
@@ -32,7 +38,6 @@ PROBLEM_JSON: Final = "application/problem+json"
 MAX_BODY_BYTES: Final = 256 * 1024
 """Far above the largest valid cart (MAX_LINES lines); anything bigger is refused with 413."""
 MAX_BODY_KIB: Final = MAX_BODY_BYTES // 1024
-_AT_PATH: Final = re.compile(r"^(?P<msg>.*?)(?: - at `(?P<path>\$[^`]*)`)?$", re.DOTALL)
 _UNKNOWN_FIELD: Final = re.compile(r"Object contains unknown field `(?P<name>.+)`")
 _MISSING_FIELD: Final = re.compile(r"Object missing required field `(?P<name>.+)`")
 _PATTERN_WORDS: Final = {
@@ -63,9 +68,8 @@ def decode_error(exc: msgspec.DecodeError) -> InvalidRequest:
         else:
             message = f"the body is not valid JSON: {text}"
         return InvalidRequest(message, (FieldError("$", message),))
-    found = _AT_PATH.match(str(exc))
-    assert found is not None
-    message, path = found["msg"], found["path"] or "$"
+    message, at = split_validation_message(str(exc))
+    path = at or "$"
     if unknown := _UNKNOWN_FIELD.match(message):
         path = f"{path}.{unknown['name']}"
         message = "unknown field; remove it"

@@ -2,6 +2,32 @@
 
 from engine.availability.gather import gather, merge_answers
 from engine.availability.record import Availability, StockRecord
-from engine.availability.source import Source, SourceAnswer
+from engine.availability.source import (
+    BadPayload,
+    ConnectionFailed,
+    NotAuthorised,
+    RateLimited,
+    RequestRejected,
+    Source,
+    SourceAnswer,
+    SourceError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
 
-__all__ = ("Availability", "Source", "SourceAnswer", "StockRecord", "gather", "merge_answers")
+__all__ = (
+    "Availability",
+    "BadPayload",
+    "ConnectionFailed",
+    "NotAuthorised",
+    "RateLimited",
+    "RequestRejected",
+    "Source",
+    "SourceAnswer",
+    "SourceError",
+    "StockRecord",
+    "UpstreamTimeout",
+    "UpstreamUnavailable",
+    "gather",
+    "merge_answers",
+)

@@ -35,6 +35,12 @@ class StockRecord(Struct, frozen=True, forbid_unknown_fields=True, omit_defaults
     """What the source says of backorders; None when it says nothing."""
     restock_time: datetime | None = None
     updated_time: datetime | None = None
+    upstream_item: str | None = None
+    """The id the source knows the item by (inventory item, product, variant, catalog item)."""
+    upstream_location: str | None = None
+    """The source's own id of the location, when it reports per location."""
+    upstream_status: str | None = None
+    """A status word the source gave with the number (e.g. `PRODUCT_INVENTORY_IN_STOCK`)."""
 
 
 class Availability(Struct, frozen=True):

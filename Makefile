@@ -6,6 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
+SIM_PORT ?= 8100
 
 .PHONY: run test lint typecheck unit bench check clean
 
@@ -22,9 +23,10 @@ $(VENV)/.dev-deps: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	@touch $@ $(VENV)/.run-deps
 
-## Start the service on the demo rules (rules/) and demo availability (demo/).
+## Start the upstream API simulator (demo/upstream.json) and the service on the demo rules,
+## pointed at it: availability travels the real HTTP path through the four adapters.
 run: $(VENV)/.run-deps
-	$(BIN)/python -m engine serve --host $(HOST) --port $(PORT)
+	$(BIN)/python -m engine demo --host $(HOST) --port $(PORT) --simulator-port $(SIM_PORT)
 
 ## Everything CI checks: lint, types, the rule files, the tests, and a short benchmark run.
 test: lint typecheck check unit

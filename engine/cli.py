@@ -1,23 +1,29 @@
-"""Command line: `python -m engine check|decide|serve`.
+"""Command line: `python -m engine check|decide|serve|simulator`.
 
 `decide` goes through `Checkout`, the same path as the service, so a cart decided here is decided
-exactly as `POST /v1/allocations` would decide it.
+exactly as `POST /v1/allocations` would decide it. Availability comes from a snapshot file
+(`--availability`) or from the upstream APIs the rules configure (`serve` by default when the
+rules have `sources`; `decide --upstream`).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
+import os
 import sys
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Final
 
 import msgspec
 
+from engine.availability import Source
 from engine.checkout import Checkout, utc_now
 from engine.errors import AvailabilityFileError, Problem, RequestError, RuleSetError, Severity
-from engine.model import Cart
+from engine.model import Cart, Decision
 from engine.policy import RuleSet, load_folder, load_rule_set
 from engine.policy.compile import compile_files
 from engine.service.problems import decode_error
@@ -27,6 +33,8 @@ __all__ = ("main",)
 
 DEFAULT_RULES: Final = Path("rules")
 DEFAULT_AVAILABILITY: Final = Path("demo/availability.json")
+DEMO_SECRETS: Final = Path("demo/secrets.json")
+"""The simulator's demo tokens (fake credentials for a fake upstream, so they may be shipped)."""
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -58,11 +66,27 @@ def _check(args: argparse.Namespace) -> int:
     return 1 if warnings and args.strict else 0
 
 
-def _load_checkout(rules: Path, availability: Path, now: datetime | None = None) -> Checkout:
+def _load_checkout(
+    rules: Path, availability: Path | None, *, upstream: bool, now: datetime | None = None
+) -> tuple[Checkout, str, Callable[[], Awaitable[None]] | None]:
+    """The checkout, where its availability comes from, and what closes its upstream
+    connections (None for a snapshot). Without a snapshot file named, the rules' upstream
+    sources are used when `upstream` is set and the rules have any, else the demo snapshot."""
     rule_set = load_rule_set(rules)
-    source = SnapshotSource.from_file(availability, now)
     clock = (lambda: now) if now is not None else utc_now
-    return Checkout(rule_set, [source], clock=clock)
+    if availability is None and not (upstream and rule_set.sources):
+        availability = DEFAULT_AVAILABILITY
+    if availability is not None:
+        source = SnapshotSource.from_file(availability, now)
+        return Checkout(rule_set, [source], clock=clock), str(availability), None
+    from engine.sources.upstream import build_sources, new_client  # noqa: PLC0415 - httpx
+
+    client = new_client()
+    sources: tuple[Source, ...] = build_sources(rule_set, client)
+    origin = "the upstream APIs " + ", ".join(
+        f"{s.name} ({s.api})" for s in rule_set.sources if s.location_ids
+    )
+    return Checkout(rule_set, sources, clock=clock), origin, client.aclose
 
 
 def _decide(args: argparse.Namespace) -> int:
@@ -73,9 +97,19 @@ def _decide(args: argparse.Namespace) -> int:
         error = decode_error(exc)
         print(f"{args.cart}: {error.detail}", file=sys.stderr)
         return 2
-    checkout = _load_checkout(args.rules, args.availability, args.now)
+    checkout, _, close = _load_checkout(
+        args.rules, args.availability, upstream=args.upstream, now=args.now
+    )
+
+    async def run() -> Decision:
+        try:
+            return await checkout.allocate(cart, explain=args.explain)
+        finally:
+            if close is not None:
+                await close()
+
     try:
-        decision = asyncio.run(checkout.allocate(cart, explain=args.explain))
+        decision = asyncio.run(run())
     except RequestError as exc:
         fields = "; ".join(f"{e.field}: {e.message}" for e in exc.errors)
         print(f"{args.cart}: {exc.detail}" + (f" ({fields})" if fields else ""), file=sys.stderr)
@@ -89,12 +123,14 @@ def _serve(args: argparse.Namespace) -> int:
 
     from engine.service import create_app  # noqa: PLC0415 - keeps `check` fast to start
 
-    checkout = _load_checkout(args.rules, args.availability)
-    app = create_app(checkout)
+    checkout, origin, close = _load_checkout(args.rules, args.availability, upstream=True)
+    # One line per upstream request at INFO would drown the service's own log.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    app = create_app(checkout, on_shutdown=[close] if close is not None else [])
     base = f"http://{args.host}:{args.port}"
     print(
         f"Serving rule set {checkout.rules.id} from {args.rules}/ with availability from "
-        f"{args.availability}\n"
+        f"{origin}\n"
         f"  {base}/v1/allocations   (POST a cart)\n"
         f"  {base}/schema           (OpenAPI)\n"
         f"Try:\n  curl -s -X POST {base}/v1/allocations -H 'content-type: application/json' "
@@ -103,6 +139,47 @@ def _serve(args: argparse.Namespace) -> int:
     )
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
     return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    """The simulator in its own process, then the service pointed at it (what `make run` does):
+    the demo's availability goes through the real adapters over HTTP."""
+    import subprocess  # noqa: PLC0415 - only the demo starts processes
+    import time  # noqa: PLC0415
+    import urllib.request  # noqa: PLC0415
+
+    from engine.sources.upstream import SECRETS_FILE_VARIABLE, env_name  # noqa: PLC0415
+
+    sim_port: int = args.simulator_port
+    command = [sys.executable, "-m", "engine", "simulator", "--host", args.host]
+    command += ["--port", str(sim_port)]
+    simulator = subprocess.Popen(command)  # noqa: S603 - our own interpreter and module
+    try:
+        health = f"http://{args.host}:{sim_port}/health"
+        deadline = time.monotonic() + 15
+        while True:
+            if simulator.poll() is not None:
+                print("the simulator did not start (see above)", file=sys.stderr)
+                return 1
+            try:
+                with urllib.request.urlopen(health, timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    print(f"the simulator did not answer at {health}", file=sys.stderr)
+                    return 1
+                time.sleep(0.1)
+        for offset, name in enumerate(("dr-levels", "dr-shopper", "shoplazza", "catalog"), 1):
+            os.environ[env_name(name, "URL")] = f"http://{args.host}:{sim_port + offset}"
+        os.environ.setdefault(SECRETS_FILE_VARIABLE, str(DEMO_SECRETS))
+        args.availability = None
+        return _serve(args)
+    finally:
+        simulator.terminate()
+        try:
+            simulator.wait(5)
+        except subprocess.TimeoutExpired:
+            simulator.kill()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -117,7 +194,17 @@ def _parser() -> argparse.ArgumentParser:
     decide = sub.add_parser("decide", help="decide a cart from a JSON file ('-' for stdin)")
     decide.add_argument("cart")
     decide.add_argument("--rules", type=Path, default=DEFAULT_RULES)
-    decide.add_argument("--availability", type=Path, default=DEFAULT_AVAILABILITY)
+    decide.add_argument(
+        "--availability",
+        type=Path,
+        default=None,
+        help=f"a snapshot file (default: {DEFAULT_AVAILABILITY}, unless --upstream)",
+    )
+    decide.add_argument(
+        "--upstream",
+        action="store_true",
+        help="ask the upstream APIs the rules configure (sources.yaml) instead of a snapshot",
+    )
     decide.add_argument("--explain", action="store_true")
     decide.add_argument(
         "--now",
@@ -131,13 +218,40 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--rules", type=Path, default=DEFAULT_RULES)
-    serve.add_argument("--availability", type=Path, default=DEFAULT_AVAILABILITY)
+    serve.add_argument(
+        "--availability",
+        type=Path,
+        default=None,
+        help="serve from this snapshot file instead of the upstream APIs the rules configure",
+    )
     serve.add_argument("--log-level", default="info")
     serve.set_defaults(func=_serve)
+
+    demo = sub.add_parser(
+        "demo", help="the simulator and the service pointed at it, on the demo (make run)"
+    )
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8000)
+    demo.add_argument("--simulator-port", type=int, default=8100)
+    demo.add_argument("--rules", type=Path, default=DEFAULT_RULES)
+    demo.add_argument("--log-level", default="info")
+    demo.set_defaults(func=_demo)
+
+    sub.add_parser(
+        "simulator",
+        help="serve the four upstream inventory APIs from demo data, with fault switches",
+        add_help=False,
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["simulator"]:
+        # The simulator parses its own options (argparse cannot hand them over untouched).
+        from engine.simulator import main as simulator_main  # noqa: PLC0415
+
+        return simulator_main(argv[1:])
     args = _parser().parse_args(argv)
     try:
         code: int = args.func(args)

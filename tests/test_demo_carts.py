@@ -52,9 +52,9 @@ def test_preorder_waits_for_the_earliest_restock(capsys, monkeypatch):
     monkeypatch.chdir(ROOT)
     main(["decide", "demo/carts/preorder.json", "--now", "2026-11-22T12:00:00+00:00"])
     (line,) = json.loads(capsys.readouterr().out)["lines"]
-    # dub-dc restocks 21 days after the demo data is loaded, ams-dc after 45.
+    # The drop-ship supplier restocks 14 days after the demo data is loaded, dub-dc after 21.
     assert line["reservation"] == {
         "quantity": 2,
-        "location_id": "dub-dc",
-        "restock_time": "2026-12-13T00:00:00Z",
+        "location_id": "ber-dropship",
+        "restock_time": "2026-12-06T00:00:00Z",
     }

@@ -44,7 +44,7 @@ RULE_KEYS = (
     "ship_to, safety_stock, min_atp, low_stock_threshold, max_quantity, backorder, routing, "
     "unknown_availability, partial_cart, name, match, description, enabled, deny"
 )
-SECTIONS = "country_groups, locations, catalog, defaults, rules"
+SECTIONS = "country_groups, sources, locations, catalog, defaults, rules"
 CRITERIA = "single_location, whole_line, fewest_shipments, same_country, priority, most_stock"
 CODES = (
     "UNKNOWN_SKU, DENIED_BY_RULE, NOT_SHIPPABLE, QUANTITY_LIMIT, INSUFFICIENT_STOCK, "
@@ -92,7 +92,7 @@ CASES = [
         """,
         (4, 5),
         "unknown key `prority` in location `cork` (did you mean `priority`?); allowed keys: "
-        "id, country, name, ships_to, priority, enabled",
+        "id, country, name, ships_to, priority, enabled, source, upstream_id",
         id="unknown-key-in-location",
     ),
     pytest.param(

@@ -25,8 +25,8 @@ from tests.helpers import DEMO_AVAILABILITY, DEMO_LOCATIONS, NOW, RULES
 
 PROBLEM_JSON = "application/problem+json"
 ALL_LOCATIONS = DEMO_LOCATIONS
-SNEAKER_RESTOCK = "2026-12-13T00:00:00Z"
-"""dub-dc's sneaker restock: `restock_in_days: 21` from midnight of NOW."""
+SNEAKER_RESTOCK = "2026-12-06T00:00:00Z"
+"""The drop-ship supplier's sneaker restock: `restock_in_days: 14` from midnight of NOW."""
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +169,7 @@ def test_split_respects_safety_stock(client, rs_id):
 
 def test_reserves_against_the_earliest_restock(client, rs_id):
     # ams-dc has 1 sneaker, but `split: false` forbids 1 allocated + 1 reserved: both units
-    # are reserved at dub-dc, whose restock (21 days) is earlier than ams-dc's (45 days).
+    # are reserved at ber-dropship, whose restock (14 days) is earlier than dub-dc's (21 days).
     body = post_cart(client, {"country": "IE", "lines": [line("SNEAKER-RUN-42", 2)]})
     assert body == {
         "decision": "reserve",
@@ -186,7 +186,7 @@ def test_reserves_against_the_earliest_restock(client, rs_id):
                 "reasons": ["INSUFFICIENT_STOCK"],
                 "reservation": {
                     "quantity": 2,
-                    "location_id": "dub-dc",
+                    "location_id": "ber-dropship",
                     "restock_time": SNEAKER_RESTOCK,
                 },
             }
@@ -376,8 +376,8 @@ def test_unlimited_stock_allocates(client, rs_id):
     assert body == {
         "decision": "allocate",
         "rule_set": rs_id,
-        "lines": [allocated_line(0, "GIFTCARD-50", ("nyc-3pl", 3))],
-        "shipments": [shipment("nyc-3pl", (0, "GIFTCARD-50", 3))],
+        "lines": [allocated_line(0, "GIFTCARD-50", ("ber-dropship", 3))],
+        "shipments": [shipment("ber-dropship", (0, "GIFTCARD-50", 3))],
     }
 
 
@@ -875,7 +875,7 @@ def test_rules_describe_the_active_rule_set(client, rule_set):
     body = response.json()
     assert body["id"] == rule_set.id
     assert body["digest"].startswith(rule_set.id)
-    assert body["files"] == ["catalog.yaml", "locations.yaml", "rules.yaml"]
+    assert body["files"] == ["catalog.yaml", "locations.yaml", "rules.yaml", "sources.yaml"]
     assert [loc["id"] for loc in body["locations"]] == ALL_LOCATIONS
     assert body["locations"][2] == {
         "id": "lon-store",

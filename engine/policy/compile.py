@@ -32,6 +32,7 @@ from engine.errors import Problem, RuleSetError, Severity
 from engine.model import ReasonCode
 from engine.policy.load import Loaded, LoadedFiles, Path_, _suggest, load_folder, load_texts
 from engine.policy.schema import DenySpec, MatchSpec, RuleSpec, SettingsSpec
+from engine.policy.sources import SourceConfig, compile_sources
 
 __all__ = (
     "BUILT_IN",
@@ -291,6 +292,8 @@ class RuleSet:
     warnings: tuple[Problem, ...] = ()
     channels: frozenset[str] = frozenset()
     """Every channel some rule matches on; other channels decide as no channel."""
+    sources: tuple[SourceConfig, ...] = ()
+    """The upstream APIs availability comes from, with their SKU and location mappings."""
     _sku_rules: dict[str, tuple[_Rule, ...]] = field(default_factory=dict, repr=False)
     _line_memo: dict[tuple[str, str, str | None], LineRules] = field(
         default_factory=dict, repr=False
@@ -463,6 +466,7 @@ class RuleSet:
                 for loc in self.locations
             ],
             "country_groups": {k: sorted(v) for k, v in self.country_groups.items()},
+            "sources": [source.describe() for source in self.sources],
             "catalog_size": len(self.catalog),
             "defaults": {k: _plain(v) for k, (v, _) in self.defaults.items()},
             "rules": [
@@ -695,6 +699,8 @@ class _Compiler:
                     _origin_of(item, "defaults", name),
                 )
 
+        sources = compile_sources(loaded, location_by_id, self.problems)
+
         rules: list[_Rule] = []
         for item in self.unique(loaded.rules, "name", "rule"):
             rule = self.rule(item, location_by_id, catalog, all_tags)
@@ -716,6 +722,7 @@ class _Compiler:
             rules=tuple(rules),
             warnings=tuple(sorted(self.problems)),
             channels=frozenset().union(*(r.channels or () for r in rules)),
+            sources=sources,
         )
 
     def setting_value(self, item: Loaded[Any], name: str, value: Any) -> Any:

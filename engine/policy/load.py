@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import re
+import typing
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,8 @@ from engine.policy.schema import (
     LocationSpec,
     RuleFileSpec,
     RuleSpec,
+    SourceSpec,
+    UpstreamApi,
 )
 
 __all__ = ("Loaded", "LoadedFiles", "SourceMap", "load_folder", "load_texts", "rule_files")
@@ -48,18 +51,21 @@ _YAML_BOOL_WORDS: Final = frozenset(
 )
 _SECTION_TYPES: Final[dict[str, type[Any]]] = {
     "country_groups": CountryGroupSpec,
+    "sources": SourceSpec,
     "locations": LocationSpec,
     "catalog": CatalogItemSpec,
     "rules": RuleSpec,
 }
 _SECTION_NOUN: Final = {
     "country_groups": "country group",
+    "sources": "source",
     "locations": "location",
     "catalog": "catalog item",
     "rules": "rule",
 }
 _SECTION_KEY: Final = {
     "country_groups": "name",
+    "sources": "name",
     "locations": "id",
     "catalog": "sku",
     "rules": "name",
@@ -129,6 +135,7 @@ class LoadedFiles:
     """Every valid item of every file, in reading order, and every problem found so far."""
 
     country_groups: list[Loaded[CountryGroupSpec]] = field(default_factory=list)
+    sources: list[Loaded[SourceSpec]] = field(default_factory=list)
     locations: list[Loaded[LocationSpec]] = field(default_factory=list)
     catalog: list[Loaded[CatalogItemSpec]] = field(default_factory=list)
     rules: list[Loaded[RuleSpec]] = field(default_factory=list)
@@ -261,11 +268,27 @@ def _parse_yaml(text: str, source: SourceMap) -> tuple[Any, list[Problem]]:
 
 # --- msgspec messages to merchandiser sentences -------------------------------------------------
 
-_PATH_TOKEN: Final = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]")
+_PATH_TOKEN: Final = re.compile(r"\.([A-Za-z_][A-Za-z0-9_-]*)|\[(\d+)\]")
 
 
 def _parse_path(text: str) -> Path_:
     return tuple(name if name else int(index) for name, index in _PATH_TOKEN.findall(text[1:]))
+
+
+def _name_the_key(at: str, value: Any) -> str:
+    """msgspec says `[...]` for "some value of this mapping"; name the key whose value is wrong
+    (the first that is not text or a mapping), so the message can point at its line."""
+    head, _, tail = at.partition("[...]")
+    node = value
+    for step in _parse_path(head):
+        try:
+            node = node[step]
+        except (KeyError, IndexError, TypeError):
+            return head
+    if not isinstance(node, dict) or not node:
+        return head
+    key = next((k for k, v in node.items() if not isinstance(v, str | dict)), next(iter(node)))
+    return f"{head}.{key}{tail}" if _PATH_TOKEN.fullmatch(f".{key}") else head
 
 
 def _suggest(word: str, choices: list[str] | tuple[str, ...]) -> str:
@@ -322,9 +345,11 @@ def _raw(source: SourceMap, path: Path_) -> str | None:
 
 
 def _translate(
-    error: msgspec.ValidationError, source: SourceMap, base: Path_, noun: str
+    error: msgspec.ValidationError, source: SourceMap, base: Path_, noun: str, value: Any = None
 ) -> Problem:
     message, at = split_validation_message(str(error))
+    if at and "[...]" in at:
+        at = _name_the_key(at, value)
     rel = _parse_path(at) if at else ()
     path = base + rel
     name = _field_name(rel) if rel else noun
@@ -444,7 +469,20 @@ def _enum_sentence(rel: Path_, value: str) -> str:
         )
     if last == "unknown_availability":
         return f"`{value}` is not a policy for unknown availability; use deny, reserve or allocate"
+    allowed = _ALLOWED_WORDS.get(last)
+    if allowed:
+        return (
+            f"`{value}` is not an allowed value for `{last}`{_suggest(value, allowed)}; "
+            "use one of: " + ", ".join(allowed)
+        )
     return f"`{value}` is not an allowed value for `{last}`"
+
+
+_ALLOWED_WORDS: Final[dict[str, tuple[str, ...]]] = {
+    "api": typing.get_args(UpstreamApi),
+    "lookup": ("product_id", "external_reference_id"),
+    "array_style": ("repeat", "comma"),
+}
 
 
 _COMMON_MISTAKES: Final = {
@@ -625,7 +663,7 @@ def _convert(
     try:
         return msgspec.convert(value, spec, strict=True)
     except msgspec.ValidationError as exc:
-        loaded.problems.append(_translate(exc, source, path, noun))
+        loaded.problems.append(_translate(exc, source, path, noun, value))
         _note_broken(value, path, loaded)
         return None
 

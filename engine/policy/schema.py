@@ -30,7 +30,10 @@ __all__ = (
     "RuleSpec",
     "SettingsSpec",
     "ShipToSpec",
+    "SourceSpec",
     "UnknownPolicy",
+    "UpstreamApi",
+    "VariantRef",
 )
 
 Name = Annotated[str, Meta(min_length=1, max_length=80, pattern=r"^[a-z0-9][a-z0-9_.-]*$")]
@@ -55,6 +58,14 @@ CRITERIA: Final = (
     "most_stock",
 )
 UnknownPolicy = Literal["deny", "reserve", "allocate"]
+UpstreamApi = Literal[
+    "digitalriver-inventory-levels", "digitalriver-shopper", "shoplazza", "catalog"
+]
+PER_LOCATION_APIS: Final = frozenset({"digitalriver-inventory-levels", "shoplazza"})
+"""APIs that report per warehouse location; the others report one number per product, which is
+read as the stock of the one location the source serves."""
+UpstreamId = Annotated[str, Meta(min_length=1, max_length=200, pattern=r"^\S+$")]
+BaseUrl = Annotated[str, Meta(max_length=300, pattern=r"^https?://[^\s/]+(/\S*)?$")]
 
 
 class CountryGroupSpec(Struct, frozen=True, forbid_unknown_fields=True):
@@ -71,12 +82,42 @@ class LocationSpec(Struct, frozen=True, forbid_unknown_fields=True):
     priority: Count = 100
     """Lower ships first."""
     enabled: bool = True
+    source: Name | None = None
+    """The availability source (from `sources`) that reports this location's stock."""
+    upstream_id: UpstreamId | None = None
+    """The source's own id of this location (per-location APIs only)."""
+
+
+class VariantRef(Struct, frozen=True, forbid_unknown_fields=True):
+    """A product variant, for APIs that know an item as (product, variant)."""
+
+    product: UpstreamId
+    variant: UpstreamId
 
 
 class CatalogItemSpec(Struct, frozen=True, forbid_unknown_fields=True):
     sku: Sku
     name: Text | None = None
     tags: tuple[Name, ...] = ()
+    upstream: dict[Name, UpstreamId | VariantRef] = {}
+    """Source name -> the id that source knows this SKU by. A source not listed does not carry
+    the SKU: its locations hold none of it."""
+
+
+class SourceSpec(Struct, frozen=True, forbid_unknown_fields=True):
+    """An upstream inventory API. Credentials never live here: they come from the environment
+    (`ENGINE_SOURCE_<NAME>_TOKEN`) or a secrets file; `url` may be overridden the same way."""
+
+    name: Name
+    api: UpstreamApi
+    url: BaseUrl
+    lookup: Literal["product_id", "external_reference_id"] = "product_id"
+    """How `digitalriver-shopper` looks products up; the catalog's ids are of this kind."""
+    timeout_ms: Annotated[int, Meta(ge=1, le=60_000)] = 1000
+    batch_size: Annotated[int, Meta(ge=1, le=500)] = 50
+    max_concurrency: Annotated[int, Meta(ge=1, le=256)] = 8
+    array_style: Literal["repeat", "comma"] = "repeat"
+    """How a list travels in a query string: `ids=a&ids=b` or `ids=a,b`."""
 
 
 class MatchSpec(Struct, frozen=True, forbid_unknown_fields=True):
@@ -147,6 +188,7 @@ class RuleFileSpec(Struct, frozen=True, forbid_unknown_fields=True):
     """One YAML file; a rule set is every file of a folder, read in file-name order."""
 
     country_groups: tuple[CountryGroupSpec, ...] = ()
+    sources: tuple[SourceSpec, ...] = ()
     locations: tuple[LocationSpec, ...] = ()
     catalog: tuple[CatalogItemSpec, ...] = ()
     defaults: DefaultsSpec | None = None

@@ -7,6 +7,7 @@ so the generated OpenAPI still describes the `Cart` struct. Handlers are closure
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Annotated, Any, Final
 
 import msgspec
@@ -48,8 +49,14 @@ class StrictDTO(MsgspecDTO[Cart]):
         return schema_creator.for_field_definition(FieldDefinition.from_annotation(Cart))
 
 
-def create_app(checkout: Checkout, *, debug: bool = False) -> Litestar:
-    """Build the app around one `Checkout` (its rule set may be replaced while running)."""
+def create_app(
+    checkout: Checkout,
+    *,
+    debug: bool = False,
+    on_shutdown: Sequence[Callable[[], Awaitable[Any]]] = (),
+) -> Litestar:
+    """Build the app around one `Checkout` (its rule set may be replaced while running).
+    `on_shutdown` closes what the checkout's sources hold open (the upstream HTTP client)."""
 
     @post(
         "/v1/allocations",
@@ -98,6 +105,7 @@ def create_app(checkout: Checkout, *, debug: bool = False) -> Litestar:
         route_handlers=[allocations, availability, rules, health],
         exception_handlers=exception_handlers,
         request_max_body_size=MAX_BODY_BYTES,
+        on_shutdown=list(on_shutdown),
         openapi_config=OpenAPIConfig(
             title="Checkout allocation engine", version=__version__, path="/schema"
         ),

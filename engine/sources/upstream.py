@@ -1,0 +1,160 @@
+"""Build the upstream adapters a rule set configures, with addresses and credentials from outside.
+
+The rules say which API reports which location and what it calls each SKU (`rules/sources.yaml`,
+`locations.yaml`, `catalog.yaml`). Secrets never live there: a source's token comes from the
+environment (`ENGINE_SOURCE_<NAME>_TOKEN`, the name upper-cased with `-` as `_`) or from a JSON
+secrets file named by `ENGINE_SECRETS_FILE` (`{"dr-levels": {"token": "..."}}`); the environment
+wins. `ENGINE_SOURCE_<NAME>_URL` (or `url` in the secrets file) points a source elsewhere, for
+example at a simulator or a staging host, without editing the rules.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated
+
+import httpx
+import msgspec
+from msgspec import Meta, Struct
+
+from engine.availability.source import Source
+from engine.errors import AvailabilityFileError
+from engine.policy.compile import RuleSet
+from engine.policy.sources import SourceConfig
+from engine.sources.catalog_api import CatalogApi
+from engine.sources.dr_levels import DigitalRiverLevels
+from engine.sources.dr_shopper import DigitalRiverShopper
+from engine.sources.shoplazza import Shoplazza
+
+__all__ = ("Connection", "build_sources", "connections", "env_name", "new_client")
+
+SECRETS_FILE_VARIABLE = "ENGINE_SECRETS_FILE"
+
+
+class Connection(Struct, frozen=True, forbid_unknown_fields=True):
+    """Where a source is and how to authenticate: the part of its configuration kept out of
+    the repository."""
+
+    token: Annotated[str, Meta(min_length=1)] | None = None
+    url: Annotated[str, Meta(pattern=r"^https?://[^\s/]+(/\S*)?$")] | None = None
+
+    def __repr__(self) -> str:
+        """Never print a token, even by accident in a log line or a traceback."""
+        return f"Connection(token={'***' if self.token else None}, url={self.url!r})"
+
+
+def env_name(source: str, what: str) -> str:
+    """`dr-levels`, `TOKEN` -> `ENGINE_SOURCE_DR_LEVELS_TOKEN`."""
+    return f"ENGINE_SOURCE_{re.sub(r'[^A-Z0-9]', '_', source.upper())}_{what}"
+
+
+def _secrets_file(path: Path) -> dict[str, Connection]:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise AvailabilityFileError(
+            f"{path}: the secrets file cannot be read: {exc.strerror}"
+        ) from exc
+    try:
+        return msgspec.json.decode(raw, type=dict[str, Connection])
+    except msgspec.DecodeError as exc:
+        # msgspec's message names the path of the bad value, never the value itself.
+        raise AvailabilityFileError(
+            f"{path}: not a secrets file of the form "
+            f'{{"<source name>": {{"token": "...", "url": "..."}}}}: {exc}'
+        ) from None
+
+
+def connections(
+    rules: RuleSet, env: Mapping[str, str] | None = None
+) -> dict[str, tuple[str, str | None]]:
+    """Source name -> (base URL, token), from the rules, the secrets file and the environment."""
+    env = os.environ if env is None else env
+    secrets: dict[str, Connection] = {}
+    if path := env.get(SECRETS_FILE_VARIABLE):
+        secrets = _secrets_file(Path(path))
+    result: dict[str, tuple[str, str | None]] = {}
+    for source in rules.sources:
+        kept = secrets.get(source.name, Connection())
+        url = env.get(env_name(source.name, "URL")) or kept.url or source.url
+        token = env.get(env_name(source.name, "TOKEN")) or kept.token
+        result[source.name] = (url.rstrip("/"), token)
+    return result
+
+
+def new_client() -> httpx.AsyncClient:
+    """One pooled client for every source: connections are kept alive between carts."""
+    return httpx.AsyncClient(
+        limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+        headers={"user-agent": "checkout-allocation-engine"},
+        follow_redirects=False,
+    )
+
+
+def _adapter(
+    config: SourceConfig, client: httpx.AsyncClient, url: str, token: str | None
+) -> Source:
+    if config.api == "digitalriver-inventory-levels":
+        return DigitalRiverLevels(
+            config.name,
+            client,
+            base_url=url,
+            token=token,
+            items={sku: ref for sku, ref in config.items.items() if isinstance(ref, str)},
+            locations=config.locations,
+            batch_size=config.batch_size,
+            array_style="comma" if config.array_style == "comma" else "repeat",
+            timeout=config.timeout,
+        )
+    if config.api == "digitalriver-shopper":
+        assert config.location is not None
+        return DigitalRiverShopper(
+            config.name,
+            client,
+            base_url=url,
+            token=token,
+            items={sku: ref for sku, ref in config.items.items() if isinstance(ref, str)},
+            location=config.location,
+            lookup="external_reference_id"
+            if config.lookup == "external_reference_id"
+            else "product_id",
+            batch_size=config.batch_size,
+            timeout=config.timeout,
+        )
+    if config.api == "shoplazza":
+        return Shoplazza(
+            config.name,
+            client,
+            base_url=url,
+            token=token,
+            items={sku: ref for sku, ref in config.items.items() if isinstance(ref, tuple)},
+            locations=config.locations,
+            max_concurrency=config.max_concurrency,
+            timeout=config.timeout,
+        )
+    assert config.location is not None
+    return CatalogApi(
+        config.name,
+        client,
+        base_url=url,
+        token=token,
+        items={sku: ref for sku, ref in config.items.items() if isinstance(ref, str)},
+        location=config.location,
+        max_concurrency=config.max_concurrency,
+        timeout=config.timeout,
+    )
+
+
+def build_sources(
+    rules: RuleSet, client: httpx.AsyncClient, env: Mapping[str, str] | None = None
+) -> tuple[Source, ...]:
+    """One adapter per configured source that reports on at least one location."""
+    where = connections(rules, env)
+    return tuple(
+        _adapter(config, client, *where[config.name])
+        for config in rules.sources
+        if config.location_ids
+    )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -219,3 +220,23 @@ def test_a_source_down_leaves_the_others_answering(sim, client):
     )
     assert response.status_code == 200
     assert response.json()["lines"][0]["allocations"] == [{"location_id": "nyc-3pl", "quantity": 3}]
+
+
+def test_failures_and_unknown_ids_are_logged_by_source(sim, rules, caplog):
+    sim.set_fault("catalog", Fault(status=503))
+    try:
+        with caplog.at_level(logging.WARNING, logger="engine.availability.gather"):
+            decide_all(rules, environment(sim, rules), [ROOT / "demo" / "carts" / "allocate.json"])
+            decide_all(
+                rules,
+                environment(sim, rules),
+                [ROOT / "demo" / "carts" / "availability-unknown.json"],
+            )
+    finally:
+        sim.clear_faults()
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("source catalog could not answer: ") for m in messages), messages
+    assert (
+        "source dr-levels does not know LAMP-OAK: check their ids in the catalog's `upstream`"
+        in messages
+    )

@@ -54,5 +54,13 @@ async def gather(
             log.warning("source %s failed: %r", source.name, result)
             answers.append((source, SourceAnswer(records=(), unknown_skus=wanted)))
         else:
+            for error in result.errors:
+                log.warning("source %s could not answer: %s", source.name, error.message)
+            if result.missing_skus:
+                log.warning(
+                    "source %s does not know %s: check their ids in the catalog's `upstream`",
+                    source.name,
+                    ", ".join(sorted(result.missing_skus)),
+                )
             answers.append((source, result))
     return merge_answers(answers, all_locations)

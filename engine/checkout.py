@@ -40,14 +40,28 @@ class Checkout:
         self.rules = rules
 
     async def allocate(self, cart: Cart, *, explain: bool = False) -> Decision:
+        """Gather what the cart's lines may draw on, then decide. Only locations that may serve
+        a line are asked about it: a line denied by a rule, or a SKU no location of a source
+        may send to the destination, costs no upstream call."""
         rules = self.rules
         if cart.pickup_location is not None and cart.pickup_location not in rules.location_by_id:
             raise UnknownReference(
                 f"there is no location `{cart.pickup_location}` to collect from",
                 (FieldError("$.pickup_location", "no location has this id"),),
             )
-        skus = {line.sku for line in cart.lines if line.sku in rules.catalog}
-        availability = await gather(skus, self.sources, rules.location_ids)
+        serving: dict[str, set[str]] = {}
+        for line in cart.lines:
+            if line.sku not in rules.catalog:
+                continue
+            lr = rules.line_rules(line.sku, cart.country, cart.channel)
+            if lr.deny is not None or lr.not_shippable is not None:
+                continue
+            if cart.pickup_location is not None:
+                where = {cart.pickup_location} if cart.pickup_location in lr.by_location else set()
+            else:
+                where = {cand.location.id for cand in lr.candidates}
+            serving.setdefault(line.sku, set()).update(where)
+        availability = await gather(serving, self.sources, rules.location_ids, serving)
         return decide(cart, availability, rules, self.clock(), explain=explain)
 
     async def availability(
@@ -55,8 +69,13 @@ class Checkout:
     ) -> AvailabilityAnswer:
         rules = self.rules
         wanted = list(dict.fromkeys(skus))
-        known = {sku for sku in wanted if sku in rules.catalog}
-        availability = await gather(known, self.sources, rules.location_ids)
+        serving: dict[str, set[str]] = {}
+        for sku in wanted:
+            if sku in rules.catalog:
+                lr = rules.line_rules(sku, country, channel)
+                if lr.deny is None and lr.not_shippable is None:
+                    serving[sku] = {cand.location.id for cand in lr.candidates}
+        availability = await gather(serving, self.sources, rules.location_ids, serving)
         now = self.clock()
         return AvailabilityAnswer(
             country=country,

@@ -16,6 +16,7 @@ CARTS = ROOT / "demo" / "carts"
 EXPECTED = {
     "allocate.json": ("allocate", [("allocated", {"dub-dc": 2}, [])]),
     "split.json": ("allocate", [("allocated", {"dub-dc": 5, "ams-dc": 3}, [])]),
+    "new-york.json": ("allocate", [("allocated", {"nyc-3pl": 2}, [])]),
     "preorder.json": ("reserve", [("reserved", {}, ["INSUFFICIENT_STOCK"])]),
     "ship-to-denied.json": ("deny", [("denied", {}, ["NOT_SHIPPABLE"])]),
     "below-safety-stock.json": ("deny", [("denied", {}, ["BELOW_SAFETY_STOCK"])]),

@@ -83,7 +83,7 @@ def test_every_demo_cart_decides_as_from_the_snapshot(sim, rules):
 
 def test_the_readme_answers_are_fed_by_different_apis(sim, rules):
     carts = {p.stem: p for p in CARTS}
-    names = ["allocate", "split", "preorder", "ship-to-denied", "below-safety-stock"]
+    names = ["allocate", "split", "new-york", "preorder", "ship-to-denied", "below-safety-stock"]
     sim.reset_counters()
     decisions = dict(
         zip(
@@ -99,9 +99,12 @@ def test_the_readme_answers_are_fed_by_different_apis(sim, rules):
         {"location_id": "dub-dc", "quantity": 5},
         {"location_id": "ams-dc", "quantity": 3},  # dr-levels, two warehouses
     ]
+    assert decisions["new-york"]["lines"][0]["allocations"] == [
+        {"location_id": "nyc-3pl", "quantity": 2}  # catalog: 3 on hand - 0.5 reserved
+    ]
     reservation = decisions["preorder"]["lines"][0]["reservation"]
     assert reservation["location_id"] == "ber-dropship"  # dr-shopper's expectedInStockDate
-    assert decisions["ship-to-denied"]["lines"][0]["reasons"] == ["NOT_SHIPPABLE"]
+    assert decisions["ship-to-denied"]["lines"][0]["reasons"] == ["NOT_SHIPPABLE"]  # no call
     below = decisions["below-safety-stock"]["lines"][0]
     assert (below["reasons"], below["available"]) == (["BELOW_SAFETY_STOCK"], 3)  # shoplazza
     counters = sim.counters()
@@ -222,11 +225,13 @@ def test_a_source_down_leaves_the_others_answering(sim, client):
     assert response.json()["lines"][0]["allocations"] == [{"location_id": "nyc-3pl", "quantity": 3}]
 
 
-def test_failures_and_unknown_ids_are_logged_by_source(sim, rules, caplog):
+def test_failures_and_unknown_ids_are_logged_by_source(sim, rules, caplog, tmp_path):
+    to_us = tmp_path / "to-us.json"
+    to_us.write_text('{"country": "US", "lines": [{"sku": "TEE-BLK-M", "quantity": 1}]}')
     sim.set_fault("catalog", Fault(status=503))
     try:
         with caplog.at_level(logging.WARNING, logger="engine.availability.gather"):
-            decide_all(rules, environment(sim, rules), [ROOT / "demo" / "carts" / "allocate.json"])
+            decide_all(rules, environment(sim, rules), [to_us])
             decide_all(
                 rules,
                 environment(sim, rules),
@@ -240,3 +245,23 @@ def test_failures_and_unknown_ids_are_logged_by_source(sim, rules, caplog):
         "source dr-levels does not know LAMP-OAK: check their ids in the catalog's `upstream`"
         in messages
     )
+
+
+def test_only_sources_that_may_serve_a_line_are_asked(sim, rules, tmp_path):
+    env = environment(sim, rules)
+    carts = {p.stem: p for p in CARTS}
+    sim.reset_counters()
+    decide_all(rules, env, [carts["allocate"]])  # TEE-BLK-M to IE: only Dublin and Amsterdam
+    assert {api: c.total for api, c in sim.counters().items()} == {
+        "dr-levels": 1,
+        "dr-shopper": 0,
+        "shoplazza": 0,
+        "catalog": 0,
+    }
+    sim.reset_counters()
+    decide_all(rules, env, [carts["ship-to-denied"], carts["deny-rule"]])
+    assert sum(c.total for c in sim.counters().values()) == 0  # denied by rules: nothing to ask
+    sim.reset_counters()
+    decide_all(rules, env, [carts["click-and-collect"]])  # collected at dub-dc
+    assert {api: c.total for api, c in sim.counters().items()}["dr-levels"] == 1
+    assert sum(c.total for c in sim.counters().values()) == 1

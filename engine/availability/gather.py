@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from engine.availability.record import Availability, StockRecord
 from engine.availability.source import Source, SourceAnswer
@@ -39,15 +39,31 @@ def merge_answers(
 
 
 async def gather(
-    skus: Collection[str], sources: Sequence[Source], all_locations: Collection[str]
+    skus: Collection[str],
+    sources: Sequence[Source],
+    all_locations: Collection[str],
+    serving: Mapping[str, Collection[str]] | None = None,
 ) -> Availability:
-    """Fetch the SKUs from every source concurrently and merge what came back."""
-    wanted = frozenset(skus)
+    """Fetch the SKUs from the sources concurrently and merge what came back.
+
+    `serving` maps a SKU to the locations that may serve it in this cart: a source whose
+    locations cannot serve a SKU is not asked about it (every upstream call costs time), and a
+    source asked about nothing is not called at all. Without it, every source is asked
+    about every SKU."""
+    asked: list[tuple[Source, frozenset[str]]] = []
+    for source in sources:
+        covered = source.locations
+        if serving is None or covered is None:
+            wanted = frozenset(skus)
+        else:
+            wanted = frozenset(sku for sku in skus if not covered.isdisjoint(serving.get(sku, ())))
+        if wanted:
+            asked.append((source, wanted))
     results = await asyncio.gather(
-        *(source.fetch(wanted) for source in sources), return_exceptions=True
+        *(source.fetch(wanted) for source, wanted in asked), return_exceptions=True
     )
     answers: list[tuple[Source, SourceAnswer]] = []
-    for source, result in zip(sources, results, strict=True):
+    for (source, wanted), result in zip(asked, results, strict=True):
         if isinstance(result, BaseException):
             if not isinstance(result, Exception):
                 raise result

@@ -54,18 +54,19 @@ locations:
     country: US
     source: items
 """
-CATALOG = """\
-catalog:
-  - sku: TEE
-    upstream:
-      levels: ce4ce2de
-      shop: {product: f854e9a2, variant: 5723299f}
-      items: item_tee
-  - sku: SNEAKER
-    upstream:
-      shopper: SNEAKER-RUN-42
-  - sku: LAMP
-"""
+CATALOG = (
+    "catalog:\n"
+    "  - sku: TEE\n"
+    "    upstream:\n"
+    "      levels: ce4ce2de\n"
+    "      shop: {product: f854e9a2-986d-4e2b-9df0-8e4c139ae80e, "
+    "variant: 5723299f-238a-4491-8b42-a187462e748a}\n"
+    "      items: item_tee\n"
+    "  - sku: SNEAKER\n"
+    "    upstream:\n"
+    "      shopper: SNEAKER-RUN-42\n"
+    "  - sku: LAMP\n"
+)
 
 
 def problems(*texts: str) -> list[str]:
@@ -86,7 +87,9 @@ def test_the_mapping_compiles_per_source():
     assert (levels.timeout, levels.batch_size, levels.array_style) == (1.0, 50, "repeat")
     assert shop.url == "https://demo.example.com"
     assert shop.locations == {"327627904831724000": "lon-store"}
-    assert shop.items == {"TEE": ("f854e9a2", "5723299f")}
+    assert shop.items == {
+        "TEE": ("f854e9a2-986d-4e2b-9df0-8e4c139ae80e", "5723299f-238a-4491-8b42-a187462e748a")
+    }
     assert (shopper.location, shopper.lookup, shopper.timeout) == (
         "ber-dropship",
         "external_reference_id",
@@ -191,7 +194,9 @@ def test_an_upstream_id_without_a_source():
 
 def test_variant_apis_need_product_and_variant_and_the_others_one_id():
     broken = CATALOG.replace(
-        "shop: {product: f854e9a2, variant: 5723299f}", "shop: f854e9a2"
+        "shop: {product: f854e9a2-986d-4e2b-9df0-8e4c139ae80e, "
+        "variant: 5723299f-238a-4491-8b42-a187462e748a}",
+        "shop: f854e9a2",
     ).replace("items: item_tee", "items: {product: a, variant: b}")
     assert problems(SOURCES, LOCATIONS, broken) == [
         "f2.yaml:5:13: source `shop` (shoplazza) knows items as a product variant: write "
@@ -215,6 +220,15 @@ def test_warnings_for_an_idle_source_and_a_location_no_source_reports():
         "a.yaml:16:11: warning: source `spare` reports on no location: give a location "
         "`source: spare`",
         "b.yaml:20:9: warning: location `cork` has no `source`: no stock will ever be known there",
+    ]
+
+
+def test_a_shoplazza_id_that_is_not_a_uuid_is_a_warning():
+    odd = CATALOG.replace("product: f854e9a2-986d-4e2b-9df0-8e4c139ae80e", "product: f854e9a2-98")
+    rules = rules_from(SOURCES, LOCATIONS, odd, names=["a.yaml", "b.yaml", "c.yaml"])
+    assert [str(w) for w in rules.warnings] == [
+        "c.yaml:5:23: warning: `f854e9a2-98` does not look like a UUID, which shoplazza ids "
+        "are: it answers a malformed id with an error, so this SKU's stock would stay unknown"
     ]
 
 

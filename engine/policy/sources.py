@@ -8,6 +8,7 @@ any other rule mistake. Connection secrets never live here (see `engine.sources.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,7 @@ UpstreamRef = str | tuple[str, str]
 """What a source calls a SKU: an id, or (product, variant) for variant-level APIs."""
 
 _VARIANT_APIS = frozenset({"shoplazza"})
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +179,15 @@ def compile_sources(
                         "`{product: <product id>, variant: <variant id>}`",
                     )
                     continue
+                for part, value in (("product", ref.product), ("variant", ref.variant)):
+                    if not _UUID.match(value):
+                        warn(
+                            entry,
+                            ("upstream", name, part),
+                            f"`{value}` does not look like a UUID, which {api} ids are: it "
+                            "answers a malformed id with an error, so this SKU's stock "
+                            "would stay unknown",
+                        )
                 items[name][entry.spec.sku] = (ref.product, ref.variant)
             elif isinstance(ref, VariantRef):
                 error(

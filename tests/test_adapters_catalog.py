@@ -10,19 +10,26 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from typing import Any
 
 import httpx
 import pytest
 
 from engine.availability.record import StockRecord
-from engine.availability.source import BadPayload, SourceAnswer
+from engine.availability.source import (
+    BadPayload,
+    RequestRejected,
+    SourceAnswer,
+    UpstreamUnavailable,
+)
 from engine.sources.catalog_api import CatalogApi
-from tests.test_adapters import BASE, TOKEN, Build, answering, payload, run
+from tests.test_adapters import BASE, TOKEN, Build, answering, payload, run, run_fetches
 
 INCLUDE_QUERY = (
     b"include[]=on_hand&include[]=reserved&include[]=available_to_promise&include[]=short"
 )
+WITHOUT_SHORT_QUERY = b"include[]=on_hand&include[]=reserved&include[]=available_to_promise"
 
 
 def catalog(items: dict[str, str], *, max_concurrency: int = 8) -> Build:
@@ -112,7 +119,7 @@ def test_fractional_quantities_and_atp_computed() -> None:
     ("values", "atp"),
     [
         pytest.param({"on_hand": "10", "reserved": "3", "short": "2"}, 5, id="computed"),
-        pytest.param({"on_hand": "10.9"}, 10, id="on-hand-only"),
+        pytest.param({"on_hand": "10.9", "reserved": "0"}, 10, id="short-null-counts-as-0"),
         pytest.param({"on_hand": "1", "reserved": "4"}, 0, id="computed-below-zero"),
         pytest.param({"on_hand": "3.2", "reserved": "1.3", "short": "0.95"}, 0, id="fraction"),
         pytest.param({"available_to_promise": "7.99", "on_hand": "100"}, 7, id="atp-wins"),
@@ -201,10 +208,140 @@ def test_concurrency_is_bounded() -> None:
         most = max(most, in_flight)
         await asyncio.sleep(0.01)
         in_flight -= 1
-        return httpx.Response(200, content=inventory(on_hand="1"))
+        return httpx.Response(200, content=inventory(on_hand="1", reserved="0"))
 
     items = {f"SKU-{n}": f"item_{n}" for n in range(9)}
     answer, requests = run(catalog(items, max_concurrency=3), handler, list(items))
     assert len(requests) == 9
     assert most == 3
     assert len(answer.records) == 9
+
+
+@pytest.mark.parametrize(
+    ("values", "null"),
+    [
+        pytest.param({"on_hand": "10"}, "`reserved` is", id="reserved-null"),
+        pytest.param({"reserved": "1", "short": "1"}, "`on_hand` is", id="on-hand-null"),
+        pytest.param({"short": "1"}, "`on_hand` and `reserved` are", id="both-null"),
+    ],
+)
+def test_atp_is_never_computed_from_a_null(values: dict[str, Any], null: str) -> None:
+    """All of them were asked for: a null is not a zero."""
+    answer, _ = run(
+        catalog({"FLOUR-1": "item_123"}), answering(200, inventory(**values)), ["FLOUR-1"]
+    )
+    assert answer.records == ()
+    assert answer.unknown_skus == {"FLOUR-1"}
+    (error,) = answer.errors
+    assert type(error) is BadPayload
+    assert error.message == (
+        f"HTTP 200 from /v1/catalog/items/item_123/inventory: no `available_to_promise`, and "
+        f"{null} null although asked for: available to promise cannot be computed"
+    )
+
+
+def test_atp_given_needs_nothing_else() -> None:
+    record = one_record(inventory(available_to_promise="4"))
+    assert (record.atp, record.on_hand, record.reserved) == (4, None, None)
+
+
+SHORT_REFUSED = json.dumps(
+    {
+        "errors": [
+            {
+                "code": "invalid_parameter",
+                "message": "include[] may be on_hand, reserved, available_to_promise; not short.",
+            }
+        ]
+    }
+).encode()
+
+
+def refuses_short(request: httpx.Request) -> httpx.Response:
+    """A server that implements the reference's enum for `include[]` to the letter."""
+    include = request.url.params.get_list("include[]")
+    if "short" in include:
+        return httpx.Response(400, content=SHORT_REFUSED)
+    return httpx.Response(200, content=inventory(on_hand="10", reserved="3"))
+
+
+async def refuses_short_slowly(request: httpx.Request) -> httpx.Response:
+    await asyncio.sleep(0.01)
+    return refuses_short(request)
+
+
+def test_short_refused_is_asked_again_without_it_and_not_sent_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Both items are in flight with `short` before either is refused: each is asked again, and
+    the warning is given once."""
+    items = {"A": "item_a", "B": "item_b"}
+    with caplog.at_level(logging.INFO, logger="engine.sources.catalog_api"):
+        (first, learning), (second, learnt) = run_fetches(
+            catalog(items), refuses_short_slowly, [list(items)] * 2
+        )
+    for answer in (first, second):
+        assert sorted((r.sku, r.atp, r.on_hand, r.reserved, r.short) for r in answer.records) == [
+            ("A", 7, 10, 3, None),
+            ("B", 7, 10, 3, None),
+        ]
+        assert (answer.unknown_skus, answer.errors) == (frozenset(), ())
+    assert sorted((r.url.path, r.url.query) for r in learning) == [
+        ("/v1/catalog/items/item_a/inventory", WITHOUT_SHORT_QUERY),
+        ("/v1/catalog/items/item_a/inventory", INCLUDE_QUERY),
+        ("/v1/catalog/items/item_b/inventory", WITHOUT_SHORT_QUERY),
+        ("/v1/catalog/items/item_b/inventory", INCLUDE_QUERY),
+    ]
+    assert [r.url.query for r in learnt] == [WITHOUT_SHORT_QUERY] * 2
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        (
+            "WARNING",
+            "catalog: the server refused include[]=short (HTTP 400 from "
+            "/v1/catalog/items/item_a/inventory: include[] may be on_hand, reserved, "
+            "available_to_promise; not short.) and answered without it; short is no longer "
+            "asked for and counts as 0",
+        )
+    ]
+
+
+def test_a_400_that_is_not_about_short_is_reported_and_short_kept() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if "bad" in request.url.path:
+            return httpx.Response(400, content=b'{"errors": ["invalid item id"]}')
+        return httpx.Response(200, content=inventory(on_hand="2", reserved="0"))
+
+    build = catalog({"A": "item_a", "BAD": "bad id"}, max_concurrency=1)
+    (answer, requests), (_, again) = run_fetches(build, handler, [["BAD"], ["A"]])
+    assert [(r.url.path, r.url.query) for r in requests] == [
+        ("/v1/catalog/items/bad id/inventory", INCLUDE_QUERY),
+        ("/v1/catalog/items/bad id/inventory", WITHOUT_SHORT_QUERY),
+    ]
+    assert answer.unknown_skus == {"BAD"}
+    (error,) = answer.errors
+    assert type(error) is RequestRejected
+    assert error.message == "HTTP 400 from /v1/catalog/items/bad id/inventory: invalid item id"
+    assert [r.url.query for r in again] == [INCLUDE_QUERY]
+
+
+def test_an_outage_on_the_second_ask_keeps_short() -> None:
+    calls = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            return httpx.Response(400, content=SHORT_REFUSED)
+        if calls == 2:
+            return httpx.Response(503)
+        return httpx.Response(200, content=inventory(available_to_promise="1"))
+
+    (answer, requests), (_, again) = run_fetches(catalog({"A": "item_a"}), handler, [["A"], ["A"]])
+    assert [r.url.query for r in requests] == [INCLUDE_QUERY, WITHOUT_SHORT_QUERY]
+    assert [type(error) for error in answer.errors] == [UpstreamUnavailable]
+    assert [r.url.query for r in again] == [INCLUDE_QUERY]
+
+
+@pytest.mark.parametrize("status", [403, 404, 405, 500])
+def test_only_a_400_is_asked_again_without_short(status: int) -> None:
+    _, requests = run(catalog({"A": "item_a"}), answering(status), ["A"])
+    assert [r.url.query for r in requests] == [INCLUDE_QUERY]

@@ -8,7 +8,8 @@ strings and whose `expectedInStockDate` is the placeholder "string".
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import logging
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -16,7 +17,12 @@ import httpx
 import pytest
 
 from engine.availability.record import StockRecord
-from engine.availability.source import BadPayload, NotAuthorised, SourceAnswer
+from engine.availability.source import (
+    BadPayload,
+    NotAuthorised,
+    SourceAnswer,
+    UpstreamUnavailable,
+)
 from engine.sources.dr_shopper import DigitalRiverShopper, restock_time
 from tests.test_adapters import BASE, TOKEN, Build, answering, payload, run
 
@@ -118,6 +124,8 @@ def test_one_example() -> None:
 
 
 def test_external_reference_lookup() -> None:
+    """Two asked and one answered could be a server reading the list as one value: the other is
+    asked for alone (there is no single form by reference id) before it is reported missing."""
     answer, requests = run(
         shopper(
             {"COFFEE-1": "Test External Reference Number", "GHOST-1": "Nobody"},
@@ -131,12 +139,14 @@ def test_external_reference_lookup() -> None:
         unknown_skus=frozenset({"GHOST-1"}),
         missing_skus=frozenset({"GHOST-1"}),
     )
-    (request,) = requests
+    request, alone = requests
     assert request.url.path == MANY_PATH
     assert request.url.params.multi_items() == [
         ("externalReferenceId", "Test External Reference Number,Nobody")
     ]
     assert request.url.query == b"externalReferenceId=Test%20External%20Reference%20Number,Nobody"
+    assert alone.url.path == MANY_PATH
+    assert alone.url.query == b"externalReferenceId=Nobody"
 
 
 def test_tracked_product_with_json_booleans_and_a_date() -> None:
@@ -354,3 +364,179 @@ def test_single_form_of_the_wrong_shape_is_bad_payload() -> None:
     assert answer.unknown_skus == {"A"}
     assert answer.missing_skus == frozenset()
     assert [type(error) for error in answer.errors] == [BadPayload]
+
+
+# -- contradictory data --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "atp", "unlimited"),
+    [
+        pytest.param(
+            {"availableQuantity": 5, "productIsInStock": "false", "productIsTracked": "true"},
+            0,
+            False,
+            id="out-of-stock-wins-over-a-quantity",
+        ),
+        pytest.param(
+            {"availableQuantity": 5, "productIsInStock": False}, 0, False, id="json-false"
+        ),
+        pytest.param({"availableQuantity": 5, "productIsInStock": "true"}, 5, False, id="in-stock"),
+        pytest.param(
+            {"availableQuantity": 5, "productIsInStock": "maybe"}, 5, False, id="in-stock-unclear"
+        ),
+        pytest.param(
+            {"availableQuantity": 5, "productIsInStock": "false", "productIsTracked": "false"},
+            0,
+            True,
+            id="not-tracked-is-unlimited",
+        ),
+        pytest.param(
+            {"availableQuantity": 2147483647, "productIsInStock": "false"},
+            0,
+            True,
+            id="sentinel-is-unlimited",
+        ),
+    ],
+)
+def test_in_stock_false_promises_nothing(fields: dict[str, Any], atp: int, unlimited: bool) -> None:
+    answer, _ = run(
+        shopper({"KETTLE-1": "1001"}), lambda _request: many(status(1001, **fields)), ["KETTLE-1"]
+    )
+    (record,) = answer.records
+    assert (record.atp, record.unlimited) == (atp, unlimited)
+    assert answer.errors == ()
+
+
+# -- external reference ids: a batch that looks misread ------------------------------------------
+
+
+def with_reference(reference: str, quantity: int) -> dict[str, Any]:
+    return {
+        "product": [{"id": 1000 + quantity, "externalReferenceId": reference}],
+        "availableQuantity": quantity,
+        "productIsTracked": "true",
+    }
+
+
+REFERENCES = {"ERID-A": 1, "ERID-B": 2, "ERID-C": 3}
+BY_REFERENCE = {"A": "ERID-A", "B": "ERID-B", "C": "ERID-C"}
+
+
+def references(request: httpx.Request) -> list[str]:
+    return request.url.params.get_list("externalReferenceId")
+
+
+def reads_one_value(request: httpx.Request) -> httpx.Response:
+    """Takes the whole parameter as one reference id (it reads no list)."""
+    (value,) = references(request)
+    return many(*([with_reference(value, REFERENCES[value])] if value in REFERENCES else []))
+
+
+def reads_first_value(request: httpx.Request) -> httpx.Response:
+    """Reads the first of the comma-joined values only."""
+    first = references(request)[0].split(",")[0]
+    return many(*([with_reference(first, REFERENCES[first])] if first in REFERENCES else []))
+
+
+@pytest.mark.parametrize("handler", [reads_one_value, reads_first_value])
+def test_references_of_a_misread_batch_are_asked_one_per_request(
+    handler: Callable[[httpx.Request], httpx.Response], caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="engine.sources.dr_shopper"):
+        answer, requests = run(
+            shopper(BY_REFERENCE, lookup="external_reference_id"), handler, list(BY_REFERENCE)
+        )
+    assert sorted((r.sku, r.atp) for r in answer.records) == [("A", 1), ("B", 2), ("C", 3)]
+    assert (answer.unknown_skus, answer.missing_skus, answer.errors) == (
+        frozenset(),
+        frozenset(),
+        (),
+    )
+    assert {request.url.path for request in requests} == {MANY_PATH}
+    assert references(requests[0]) == ["ERID-A,ERID-B,ERID-C"]
+    alone = sorted(value for request in requests[1:] for value in references(request))
+    found = 3 if handler is reads_one_value else 2
+    assert alone == sorted(BY_REFERENCE.values())[3 - found :]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"dr-shopper: {found} product(s) left out of a batch answer asked for one per request; "
+        f"{found} found"
+    ]
+
+
+def test_a_reference_still_left_out_alone_is_missing() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if references(request) == ["ERID-B"]:
+            return httpx.Response(503)
+        return many()
+
+    answer, requests = run(
+        shopper({"A": "ERID-A", "B": "ERID-B"}, lookup="external_reference_id"),
+        handler,
+        ["A", "B"],
+    )
+    assert sorted(references(request)[0] for request in requests) == [
+        "ERID-A",
+        "ERID-A,ERID-B",
+        "ERID-B",
+    ]
+    assert answer.records == ()
+    assert answer.unknown_skus == {"A", "B"}
+    assert answer.missing_skus == {"A"}
+    assert [type(error) for error in answer.errors] == [UpstreamUnavailable]
+
+
+def test_a_reference_left_out_of_a_batch_otherwise_answered_is_missing() -> None:
+    """Two of three answered: the server reads the list, it does not know the third."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        asked = references(request)[0].split(",")
+        return many(*(with_reference(value, REFERENCES[value]) for value in asked[:2]))
+
+    answer, requests = run(
+        shopper({**BY_REFERENCE, "GHOST-1": "ERID-Z"}, lookup="external_reference_id"),
+        handler,
+        ["A", "B", "GHOST-1"],
+    )
+    assert len(requests) == 1
+    assert sorted((r.sku, r.atp) for r in answer.records) == [("A", 1), ("B", 2)]
+    assert answer.unknown_skus == answer.missing_skus == {"GHOST-1"}
+
+
+def test_a_batch_of_one_reference_left_out_is_missing_at_once() -> None:
+    answer, requests = run(
+        shopper({"A": "ERID-A"}, lookup="external_reference_id"),
+        lambda _request: many(),
+        ["A"],
+    )
+    assert len(requests) == 1
+    assert answer.unknown_skus == answer.missing_skus == {"A"}
+
+
+def test_products_asked_alone_are_logged_once_per_fetch(caplog: pytest.LogCaptureFixture) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == MANY_PATH:
+            return many(status(1001, availableQuantity=1))
+        if "1002" in request.url.path:
+            return one(status(1002, availableQuantity=2))
+        return httpx.Response(404)
+
+    with caplog.at_level(logging.INFO, logger="engine.sources.dr_shopper"):
+        answer, requests = run(
+            shopper({"A": "1001", "B": "1002", "C": "1003"}), handler, ["A", "B", "C"]
+        )
+    assert len(requests) == 3
+    assert answer.missing_skus == {"C"}
+    assert [r.getMessage() for r in caplog.records] == [
+        "dr-shopper: 2 product(s) left out of a batch answer asked for one per request; 1 found"
+    ]
+
+
+def test_nothing_left_out_nothing_logged(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="engine.sources.dr_shopper"):
+        run(
+            shopper({"A": "1001"}),
+            lambda _request: many(status(1001, availableQuantity=1)),
+            ["A"],
+        )
+    assert caplog.records == []

@@ -302,3 +302,18 @@ def test_a_connection_never_shows_its_token():
 def test_the_demo_secrets_are_the_simulators_demo_tokens():
     demo = json.loads((Path(RULES).parent / "demo" / "secrets.json").read_text())
     assert sorted(demo) == ["catalog", "dr-levels", "dr-shopper", "shoplazza"]
+
+
+def test_array_spelling_is_configurable_and_checked():
+    bracketed = SOURCES.replace(
+        "url: https://api.example.com\n  - name: shop",
+        "url: https://api.example.com\n    array_style: brackets\n  - name: shop",
+        1,
+    )
+    levels = rules_from(bracketed, LOCATIONS, CATALOG).sources[0]
+    assert levels.array_style == "brackets"
+    wrong = bracketed.replace("array_style: brackets", "array_style: bracket")
+    assert problems(wrong, LOCATIONS, CATALOG) == [
+        "f0.yaml:5:18: `bracket` is not an allowed value for `array_style` (did you mean "
+        "`brackets`?); use one of: repeat, comma, brackets"
+    ]

@@ -481,7 +481,7 @@ def _enum_sentence(rel: Path_, value: str) -> str:
 _ALLOWED_WORDS: Final[dict[str, tuple[str, ...]]] = {
     "api": typing.get_args(UpstreamApi),
     "lookup": ("product_id", "external_reference_id"),
-    "array_style": ("repeat", "comma"),
+    "array_style": ("repeat", "comma", "brackets"),
 }
 
 

@@ -116,8 +116,9 @@ class SourceSpec(Struct, frozen=True, forbid_unknown_fields=True):
     timeout_ms: Annotated[int, Meta(ge=1, le=60_000)] = 1000
     batch_size: Annotated[int, Meta(ge=1, le=500)] = 50
     max_concurrency: Annotated[int, Meta(ge=1, le=256)] = 8
-    array_style: Literal["repeat", "comma"] = "repeat"
-    """How a list travels in a query string: `ids=a&ids=b` or `ids=a,b`."""
+    array_style: Literal["repeat", "comma", "brackets"] = "repeat"
+    """How a list travels in a query string, tried first: `ids=a&ids=b`, `ids=a,b` or
+    `ids[]=a&ids[]=b` (the adapter learns another spelling if the server reads lists otherwise)."""
 
 
 class MatchSpec(Struct, frozen=True, forbid_unknown_fields=True):

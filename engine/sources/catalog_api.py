@@ -4,10 +4,17 @@ One request per item, a few at a time. Quantities are decimal strings that may b
 they are read as `Decimal` and floored (half a unit cannot be promised), never passed through a
 float. Sub-objects are null unless asked for, so every one is asked for; when the upstream still
 leaves available-to-promise out, it is computed as on hand - reserved - short.
+
+The reference's enum for `include[]` lists only `on_hand`, `reserved` and `available_to_promise`
+(the overview mentions `short` too), so a server may refuse `short`: a request with it answered 400
+is asked again at once without it, and this adapter does not send it again. A `short` that is null
+counts as 0; an `on_hand` or `reserved` that is null although asked for leaves available-to-promise
+unknown (a null is not a zero).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Collection, Mapping
 from decimal import Decimal
@@ -18,7 +25,7 @@ import msgspec
 from msgspec import Struct
 
 from engine.availability.record import StockRecord
-from engine.availability.source import BadPayload, SourceAnswer, SourceError
+from engine.availability.source import BadPayload, RequestRejected, SourceAnswer, SourceError
 from engine.sources.http import (
     AnswerBuilder,
     NotFound,
@@ -29,10 +36,15 @@ from engine.sources.http import (
     path_segment,
 )
 
-__all__ = ("INCLUDE", "CatalogApi", "ItemInventory", "Quantity")
+__all__ = ("INCLUDE", "INCLUDE_WITHOUT_SHORT", "CatalogApi", "ItemInventory", "Quantity")
+
+log = logging.getLogger(__name__)
 
 INCLUDE = ("on_hand", "reserved", "available_to_promise", "short")
 """The sub-objects asked for (`include[]`); each is null in the answer unless asked for."""
+
+INCLUDE_WITHOUT_SHORT = tuple(name for name in INCLUDE if name != "short")
+"""What is asked for once the server has refused `short`."""
 
 _LARGEST_EXPONENT = 18
 """A quantity with more integer digits than this is not a stock count (and flooring a value like
@@ -99,6 +111,8 @@ class CatalogApi:
         self._location = location
         self._max_concurrency = max_concurrency
         self._timeout = timeout
+        self._send_short = True
+        """False once the server has refused `include[]=short`."""
 
     @property
     def name(self) -> str:
@@ -121,17 +135,15 @@ class CatalogApi:
 
     async def _ask(self, item: str, skus: list[str], builder: AnswerBuilder) -> None:
         path = f"{self._base}/{path_segment(item)}/inventory"
+        include = INCLUDE if self._send_short else INCLUDE_WITHOUT_SHORT
         try:
-            body = await get_json(
-                self._client,
-                path,
-                _DECODER,
-                source=self._name,
-                headers=self._headers,
-                timeout=self._timeout,
-                query=[("include[]", name) for name in INCLUDE],
-                secret=self._token,
-            )
+            try:
+                body = await self._get(path, include)
+            except RequestRejected as error:
+                if error.status != 400 or "short" not in include:
+                    raise
+                body = await self._get(path, INCLUDE_WITHOUT_SHORT)
+                self._short_refused(error)
         except SourceError as error:
             builder.failed(skus, error)
             return
@@ -146,15 +158,47 @@ class CatalogApi:
                 BadPayload(self._name, f"HTTP 200 from {httpx.URL(path).path}: {exc}", status=200),
             )
 
+    async def _get(self, path: str, include: tuple[str, ...]) -> ItemInventory | NotFound:
+        return await get_json(
+            self._client,
+            path,
+            _DECODER,
+            source=self._name,
+            headers=self._headers,
+            timeout=self._timeout,
+            query=[("include[]", name) for name in include],
+            secret=self._token,
+        )
+
+    def _short_refused(self, error: RequestRejected) -> None:
+        """A request with `include[]=short` was answered 400 and the same without it was not."""
+        if self._send_short:
+            self._send_short = False
+            log.warning(
+                "%s: the server refused include[]=short (%s) and answered without it; short is "
+                "no longer asked for and counts as 0",
+                self._name,
+                error.message,
+            )
+
     def _records(self, body: ItemInventory, item: str, skus: list[str]) -> list[StockRecord]:
         on_hand = _value(body.on_hand, "on_hand")
         reserved = _value(body.reserved, "reserved")
         short = _value(body.short, "short")
         promised = _value(body.available_to_promise, "available_to_promise")
         if promised is None:
-            if on_hand is None:
-                raise _Unusable("neither `available_to_promise` nor `on_hand` is given")
-            promised = on_hand - (reserved or 0) - (short or 0)
+            if on_hand is None or reserved is None:
+                null = [
+                    f"`{name}`"
+                    for name, value in (("on_hand", on_hand), ("reserved", reserved))
+                    if value is None
+                ]
+                raise _Unusable(
+                    f"no `available_to_promise`, and {' and '.join(null)} "
+                    f"{'is' if len(null) == 1 else 'are'} null although asked for: "
+                    "available to promise cannot be computed"
+                )
+            promised = on_hand - reserved - (short or 0)
         atp = max(0, math.floor(promised))
         return [
             StockRecord(

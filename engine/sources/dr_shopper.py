@@ -1,14 +1,22 @@
 """Digital River Commerce Shopper inventory status: one number per product, no location.
 
 The many-products form answers a batch in one request but silently ignores ids it does not know,
-so a product left out is asked for alone (single-product form) before it is reported missing.
+and the documentation does not say how the list is spelt (it is sent comma-joined, `productId=1,2`),
+so a server may read it another way. Hence what is left out of a batch answer is asked again before
+it is reported missing: by product id, in the single-product form; by external reference id, which
+has no single form, one value per request in the many form (a one-value query is unambiguous), and
+only when the batch looks misread (two or more asked, at most one answered), since a known id left
+out of a batch that was otherwise answered is simply not known upstream.
+
 The payload has traps: booleans are the strings "true"/"false", an untracked product reports the
-sentinel 2147483647 rather than a count, and `expectedInStockDate` may be placeholder text.
+sentinel 2147483647 rather than a count, `expectedInStockDate` may be placeholder text, and
+`productIsInStock: "false"` wins over a positive `availableQuantity` (nothing is promised).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Collection, Mapping
 from datetime import datetime
 from functools import partial
@@ -41,6 +49,8 @@ __all__ = (
     "flag",
     "restock_time",
 )
+
+log = logging.getLogger(__name__)
 
 UNLIMITED_QUANTITY = 2147483647
 """What `availableQuantity` says for a product whose stock is not tracked: never a count."""
@@ -163,29 +173,46 @@ class DigitalRiverShopper:
         wanted = group_skus(skus, self._items)
         ids = list(wanted)
         builder = AnswerBuilder()
-        absent: list[str] = []
-        await asyncio.gather(
-            *(
-                self._ask_many(ids[start : start + self._batch_size], wanted, builder, absent)
-                for start in range(0, len(ids), self._batch_size)
-            )
+        batches = [
+            ids[start : start + self._batch_size] for start in range(0, len(ids), self._batch_size)
+        ]
+        left_out = await asyncio.gather(
+            *(self._ask_many(batch, wanted, builder) for batch in batches)
         )
+        found: set[str] = set()
         if self._lookup == "product_id":
+            again = [key for keys in left_out if keys is not None for key in keys]
             await bounded(
                 SINGLE_CHECKS_AT_ONCE,
-                (partial(self._ask_one, product, wanted, builder) for product in absent),
+                (partial(self._ask_one, product, wanted, builder, found) for product in again),
             )
         else:
-            builder.not_known([sku for reference in absent for sku in wanted[reference]])
+            again = []
+            for batch, keys in zip(batches, left_out, strict=True):
+                if keys is None:
+                    continue
+                if len(batch) >= 2 and len(batch) - len(keys) <= 1:
+                    again.extend(keys)
+                else:
+                    builder.not_known([sku for key in keys for sku in wanted[key]])
+            await bounded(
+                SINGLE_CHECKS_AT_ONCE,
+                (partial(self._ask_reference, key, wanted, builder, found) for key in again),
+            )
+        if again:
+            log.info(
+                "%s: %d product(s) left out of a batch answer asked for one per request; %d found",
+                self._name,
+                len(again),
+                len(found),
+            )
         return builder.answer()
 
     async def _ask_many(
-        self,
-        batch: list[str],
-        wanted: Mapping[str, list[str]],
-        builder: AnswerBuilder,
-        absent: list[str],
-    ) -> None:
+        self, batch: list[str], wanted: Mapping[str, list[str]], builder: AnswerBuilder
+    ) -> list[str] | None:
+        """Ask for `batch` in the many-products form; add what it says to `builder` and return
+        the keys it left out; None when it failed or was answered 404 (already accounted for)."""
         skus = [sku for key in batch for sku in wanted[key]]
         parameter = "productId" if self._lookup == "product_id" else "externalReferenceId"
         url = f"{self._base}/inventory-status"
@@ -202,10 +229,10 @@ class DigitalRiverShopper:
             )
         except SourceError as error:
             builder.failed(skus, error)
-            return
+            return None
         if body is NotFound.NOT_FOUND:
             builder.not_known(skus)
-            return
+            return None
         statuses = body.products.inventory_status if body.products is not None else ()
         if isinstance(statuses, InventoryStatus):
             statuses = (statuses,)
@@ -217,17 +244,31 @@ class DigitalRiverShopper:
             if product is None:
                 continue
             key = product.id if self._lookup == "product_id" else product.external_reference_id
-            if key is None or str(key) not in asked:
+            if key is None or str(key) not in asked or str(key) in seen:
                 continue
             seen.add(str(key))
             upstream_item = str(product.id) if product.id is not None else str(key)
             if not self._add(status, wanted[str(key)], upstream_item, builder):
                 unusable.append(str(key))
-        absent.extend(key for key in batch if key not in seen)
         self._unusable(unusable, wanted, builder, url)
+        return [key for key in batch if key not in seen]
+
+    async def _ask_reference(
+        self,
+        reference: str,
+        wanted: Mapping[str, list[str]],
+        builder: AnswerBuilder,
+        found: set[str],
+    ) -> None:
+        """Ask for one external reference id alone, in the many form; missing if left out."""
+        left_out = await self._ask_many([reference], wanted, builder)
+        if left_out:
+            builder.not_known(wanted[reference])
+        elif left_out is not None:
+            found.add(reference)
 
     async def _ask_one(
-        self, product: str, wanted: Mapping[str, list[str]], builder: AnswerBuilder
+        self, product: str, wanted: Mapping[str, list[str]], builder: AnswerBuilder, found: set[str]
     ) -> None:
         skus = wanted[product]
         url = f"{self._base}/{path_segment(product)}/inventory-status"
@@ -247,6 +288,7 @@ class DigitalRiverShopper:
         if body is NotFound.NOT_FOUND:
             builder.not_known(skus)
             return
+        found.add(product)
         if not self._add(body.inventory_status, skus, product, builder):
             self._unusable([product], wanted, builder, url)
 
@@ -270,12 +312,10 @@ class DigitalRiverShopper:
         """Add the records `status` gives; False when it gives no usable number."""
         quantity = status.available_quantity
         unlimited = flag(status.product_is_tracked) is False or quantity == UNLIMITED_QUANTITY
-        if unlimited:
+        if unlimited or flag(status.product_is_in_stock) is False:
             atp = 0
         elif quantity is not None:
             atp = max(0, quantity)
-        elif flag(status.product_is_in_stock) is False:
-            atp = 0
         else:
             return False
         builder.records.extend(

@@ -25,7 +25,7 @@ from engine.errors import AvailabilityFileError
 from engine.policy.compile import RuleSet
 from engine.policy.sources import SourceConfig
 from engine.sources.catalog_api import CatalogApi
-from engine.sources.dr_levels import DigitalRiverLevels
+from engine.sources.dr_levels import ARRAY_STYLES, ArrayStyle, DigitalRiverLevels
 from engine.sources.dr_shopper import DigitalRiverShopper
 from engine.sources.shoplazza import Shoplazza
 
@@ -94,6 +94,13 @@ def new_client() -> httpx.AsyncClient:
     )
 
 
+def _array_style(style: str) -> ArrayStyle:
+    for known in ARRAY_STYLES:
+        if known == style:
+            return known
+    return "repeat"
+
+
 def _adapter(
     config: SourceConfig, client: httpx.AsyncClient, url: str, token: str | None
 ) -> Source:
@@ -106,7 +113,7 @@ def _adapter(
             items={sku: ref for sku, ref in config.items.items() if isinstance(ref, str)},
             locations=config.locations,
             batch_size=config.batch_size,
-            array_style="comma" if config.array_style == "comma" else "repeat",
+            array_style=_array_style(config.array_style),
             timeout=config.timeout,
         )
     if config.api == "digitalriver-shopper":

@@ -3,38 +3,98 @@
 The service and the CLI both call `Checkout`, so `python -m engine decide` answers exactly as
 `POST /v1/allocations` does. The rule set is swapped as a whole (`replace_rules`): a request
 reads `self.rules` once, so it always decides with one consistent rule set.
+
+Each cart has one time budget for all its sources together: they are asked concurrently, and
+what has not come by the deadline is taken from stale cache entries or is unknown (the rules'
+`unknown_availability` decides). The answer says whether any input was stale, and how old the
+oldest was.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
+from typing import Any, Final
+
+import msgspec
 
 from engine.allocate import assess, decide
-from engine.availability import Source, gather
+from engine.availability import Availability, Source, gather
+from engine.availability.cache import CachedSource
 from engine.errors import FieldError, UnknownReference
-from engine.model import AvailabilityAnswer, Cart, Decision
+from engine.model import AvailabilityAnswer, Cart, Decision, Freshness
 from engine.policy import RuleSet
 
-__all__ = ("Checkout", "utc_now")
+__all__ = (
+    "BUDGET_VARIABLE",
+    "DEFAULT_BUDGET_MS",
+    "Checkout",
+    "budget_seconds",
+    "freshness",
+    "utc_now",
+)
+
+DEFAULT_BUDGET_MS: Final = 150
+"""Time one cart may spend waiting for availability, all sources together."""
+BUDGET_VARIABLE: Final = "ENGINE_BUDGET_MS"
 
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def budget_seconds(budget_ms: int | None = None, env: Mapping[str, str] | None = None) -> float:
+    """The time budget: `budget_ms` if given, else `ENGINE_BUDGET_MS`, else 150 ms. Raises
+    ValueError for a value that is not a whole number of milliseconds from 1 to 60000."""
+    if budget_ms is None:
+        text = (os.environ if env is None else env).get(BUDGET_VARIABLE)
+        if text is None or not text.strip():
+            return DEFAULT_BUDGET_MS / 1000
+        try:
+            budget_ms = int(text)
+        except ValueError:
+            raise ValueError(f"{BUDGET_VARIABLE} must be milliseconds, not {text!r}") from None
+    if not 1 <= budget_ms <= 60_000:
+        raise ValueError(f"the time budget must be 1 to 60000 ms, not {budget_ms}")
+    return budget_ms / 1000
+
+
+def freshness(availability: Availability) -> Freshness | None:
+    """What an answer says of its inputs' age; None when no source kept track."""
+    if availability.oldest_age is None:
+        return None
+    return Freshness(stale=availability.stale, oldest_age_ms=round(availability.oldest_age * 1000))
+
+
 class Checkout:
-    """Decides carts against a rule set and a set of availability sources."""
+    """Decides carts against a rule set and a set of availability sources, each cart within
+    `budget` seconds of waiting for them."""
 
     def __init__(
         self,
         rules: RuleSet,
         sources: Sequence[Source],
         clock: Callable[[], datetime] = utc_now,
+        *,
+        budget: float = DEFAULT_BUDGET_MS / 1000,
     ) -> None:
         self.rules = rules
         self.sources = tuple(sources)
         self.clock = clock
+        self.budget = budget
+
+    def stats(self) -> dict[str, Any]:
+        """Per cached source: cache, coalescing, upstream and breaker counters (JSON-ready)."""
+        return {
+            "budget_ms": round(self.budget * 1000),
+            "sources": {
+                source.name: source.report()
+                for source in self.sources
+                if isinstance(source, CachedSource)
+            },
+        }
 
     def replace_rules(self, rules: RuleSet) -> None:
         self.rules = rules
@@ -43,6 +103,7 @@ class Checkout:
         """Gather what the cart's lines may draw on, then decide. Only locations that may serve
         a line are asked about it: a line denied by a rule, or a SKU no location of a source
         may send to the destination, costs no upstream call."""
+        deadline = time.monotonic() + self.budget
         rules = self.rules
         if cart.pickup_location is not None and cart.pickup_location not in rules.location_by_id:
             raise UnknownReference(
@@ -61,12 +122,17 @@ class Checkout:
             else:
                 where = {cand.location.id for cand in lr.candidates}
             serving.setdefault(line.sku, set()).update(where)
-        availability = await gather(serving, self.sources, rules.location_ids, serving)
-        return decide(cart, availability, rules, self.clock(), explain=explain)
+        availability = await gather(
+            serving, self.sources, rules.location_ids, serving, deadline=deadline
+        )
+        decision = decide(cart, availability, rules, self.clock(), explain=explain)
+        fresh = freshness(availability)
+        return decision if fresh is None else msgspec.structs.replace(decision, freshness=fresh)
 
     async def availability(
         self, skus: Sequence[str], country: str, channel: str | None = None
     ) -> AvailabilityAnswer:
+        deadline = time.monotonic() + self.budget
         rules = self.rules
         wanted = list(dict.fromkeys(skus))
         serving: dict[str, set[str]] = {}
@@ -75,10 +141,13 @@ class Checkout:
                 lr = rules.line_rules(sku, country, channel)
                 if lr.deny is None and lr.not_shippable is None:
                     serving[sku] = {cand.location.id for cand in lr.candidates}
-        availability = await gather(serving, self.sources, rules.location_ids, serving)
+        availability = await gather(
+            serving, self.sources, rules.location_ids, serving, deadline=deadline
+        )
         now = self.clock()
         return AvailabilityAnswer(
             country=country,
             rule_set=rules.id,
             items=tuple(assess(sku, country, channel, availability, rules, now) for sku in wanted),
+            freshness=freshness(availability),
         )

@@ -21,7 +21,7 @@ from typing import Final
 import msgspec
 
 from engine.availability import Source
-from engine.checkout import Checkout, utc_now
+from engine.checkout import BUDGET_VARIABLE, DEFAULT_BUDGET_MS, Checkout, budget_seconds, utc_now
 from engine.errors import AvailabilityFileError, Problem, RequestError, RuleSetError, Severity
 from engine.model import Cart, Decision
 from engine.policy import RuleSet, load_folder, load_rule_set
@@ -67,7 +67,12 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _load_checkout(
-    rules: Path, availability: Path | None, *, upstream: bool, now: datetime | None = None
+    rules: Path,
+    availability: Path | None,
+    *,
+    upstream: bool,
+    now: datetime | None = None,
+    budget: float = DEFAULT_BUDGET_MS / 1000,
 ) -> tuple[Checkout, str, Callable[[], Awaitable[None]] | None]:
     """The checkout, where its availability comes from, and what closes its upstream
     connections (None for a snapshot). Without a snapshot file named, the rules' upstream
@@ -78,7 +83,7 @@ def _load_checkout(
         availability = DEFAULT_AVAILABILITY
     if availability is not None:
         source = SnapshotSource.from_file(availability, now)
-        return Checkout(rule_set, [source], clock=clock), str(availability), None
+        return Checkout(rule_set, [source], clock=clock, budget=budget), str(availability), None
     from engine.sources.upstream import build_sources, new_client  # noqa: PLC0415 - httpx
 
     client = new_client()
@@ -86,10 +91,22 @@ def _load_checkout(
     origin = "the upstream APIs " + ", ".join(
         f"{s.name} ({s.api})" for s in rule_set.sources if s.location_ids
     )
-    return Checkout(rule_set, sources, clock=clock), origin, client.aclose
+    return Checkout(rule_set, sources, clock=clock, budget=budget), origin, client.aclose
+
+
+def _budget(args: argparse.Namespace) -> float | None:
+    """The time budget from `--budget-ms` or the environment; None (said why) when invalid."""
+    try:
+        return budget_seconds(args.budget_ms)
+    except ValueError as exc:
+        print(str(exc), file=sys.stderr)
+        return None
 
 
 def _decide(args: argparse.Namespace) -> int:
+    budget = _budget(args)
+    if budget is None:
+        return 2
     raw = sys.stdin.buffer.read() if args.cart == "-" else Path(args.cart).read_bytes()
     try:
         cart = msgspec.json.decode(raw, type=Cart)
@@ -98,7 +115,7 @@ def _decide(args: argparse.Namespace) -> int:
         print(f"{args.cart}: {error.detail}", file=sys.stderr)
         return 2
     checkout, _, close = _load_checkout(
-        args.rules, args.availability, upstream=args.upstream, now=args.now
+        args.rules, args.availability, upstream=args.upstream, now=args.now, budget=budget
     )
 
     async def run() -> Decision:
@@ -123,15 +140,21 @@ def _serve(args: argparse.Namespace) -> int:
 
     from engine.service import create_app  # noqa: PLC0415 - keeps `check` fast to start
 
-    checkout, origin, close = _load_checkout(args.rules, args.availability, upstream=True)
+    budget = _budget(args)
+    if budget is None:
+        return 2
+    checkout, origin, close = _load_checkout(
+        args.rules, args.availability, upstream=True, budget=budget
+    )
     # One line per upstream request at INFO would drown the service's own log.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     app = create_app(checkout, on_shutdown=[close] if close is not None else [])
     base = f"http://{args.host}:{args.port}"
     print(
         f"Serving rule set {checkout.rules.id} from {args.rules}/ with availability from "
-        f"{origin}\n"
+        f"{origin}, within {round(budget * 1000)} ms per cart\n"
         f"  {base}/v1/allocations   (POST a cart)\n"
+        f"  {base}/v1/sources       (cache, upstream and breaker counters)\n"
         f"  {base}/schema           (OpenAPI)\n"
         f"Try:\n  curl -s -X POST {base}/v1/allocations -H 'content-type: application/json' "
         """-d '{"country": "IE", "lines": [{"sku": "TEE-BLK-M", "quantity": 2}]}'\n""",
@@ -182,6 +205,16 @@ def _demo(args: argparse.Namespace) -> int:
             simulator.kill()
 
 
+def _budget_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--budget-ms",
+        type=int,
+        default=None,
+        help="time one cart may wait for availability, all sources together "
+        f"(default: ${BUDGET_VARIABLE}, else {DEFAULT_BUDGET_MS})",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m engine", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -206,6 +239,7 @@ def _parser() -> argparse.ArgumentParser:
         help="ask the upstream APIs the rules configure (sources.yaml) instead of a snapshot",
     )
     decide.add_argument("--explain", action="store_true")
+    _budget_option(decide)
     decide.add_argument(
         "--now",
         type=datetime.fromisoformat,
@@ -225,6 +259,7 @@ def _parser() -> argparse.ArgumentParser:
         help="serve from this snapshot file instead of the upstream APIs the rules configure",
     )
     serve.add_argument("--log-level", default="info")
+    _budget_option(serve)
     serve.set_defaults(func=_serve)
 
     demo = sub.add_parser(
@@ -235,6 +270,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--simulator-port", type=int, default=8100)
     demo.add_argument("--rules", type=Path, default=DEFAULT_RULES)
     demo.add_argument("--log-level", default="info")
+    _budget_option(demo)
     demo.set_defaults(func=_demo)
 
     sub.add_parser(

@@ -26,6 +26,7 @@ __all__ = (
     "CartLine",
     "Channel",
     "Decision",
+    "Freshness",
     "LineDecision",
     "LineExplanation",
     "LineStatus",
@@ -204,6 +205,17 @@ class Shipment(Struct, frozen=True):
     lines: tuple[ShipmentLine, ...]
 
 
+class Freshness(Struct, frozen=True):
+    """How current the upstream data behind an answer was. Absent when no upstream data was
+    used (a snapshot, or no line needed any)."""
+
+    stale: bool
+    """True when any of it was served past its source's `fresh_for_ms`: the source failed, was
+    being backed off from, or had not answered within the time budget."""
+    oldest_age_ms: int
+    """Age of the oldest of it, in milliseconds."""
+
+
 class Decision(Struct, frozen=True, omit_defaults=True):
     decision: Outcome
     rule_set: str
@@ -211,6 +223,7 @@ class Decision(Struct, frozen=True, omit_defaults=True):
     shipments: tuple[Shipment, ...]
     cart_id: str | None = None
     explanation: CartExplanation | None = None
+    freshness: Freshness | None = None
 
 
 # --- availability answers -----------------------------------------------------------------------
@@ -235,7 +248,8 @@ class SkuAvailability(Struct, frozen=True, omit_defaults=True):
     reasons: tuple[ReasonCode, ...] = ()
 
 
-class AvailabilityAnswer(Struct, frozen=True):
+class AvailabilityAnswer(Struct, frozen=True, omit_defaults=True):
     country: str
     rule_set: str
     items: tuple[SkuAvailability, ...]
+    freshness: Freshness | None = None

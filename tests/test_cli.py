@@ -334,3 +334,13 @@ def test_no_command_is_a_usage_error(capsys):
         main([])
     assert exited.value.code == 2
     capsys.readouterr()
+
+
+def test_a_time_budget_out_of_range_is_refused(tmp_path, capsys, monkeypatch):
+    path = write_cart(tmp_path, CARTS[0])
+    assert main([*decide_args(path), "--budget-ms", "0"]) == 2
+    assert "the time budget must be 1 to 60000 ms, not 0" in capsys.readouterr().err
+    monkeypatch.setenv("ENGINE_BUDGET_MS", "soon")
+    assert main(decide_args(path)) == 2
+    assert "ENGINE_BUDGET_MS must be milliseconds, not 'soon'" in capsys.readouterr().err
+    assert main([*decide_args(path), "--budget-ms", "80"]) == 0  # the option wins

@@ -317,3 +317,56 @@ def test_array_spelling_is_configurable_and_checked():
         "f0.yaml:5:18: `bracket` is not an allowed value for `array_style` (did you mean "
         "`brackets`?); use one of: repeat, comma, brackets"
     ]
+
+
+# --- cache and breaker settings -----------------------------------------------------------------
+
+
+def test_cache_and_breaker_settings_default_and_compile():
+    configured = SOURCES.replace(
+        "    timeout_ms: 250\n",
+        "    timeout_ms: 250\n    fresh_for_ms: 1000\n    stale_for_ms: 60000\n"
+        "    batch_window_ms: 5\n"
+        "    breaker: {failure_rate: 0.25, window: 40, min_calls: 10, open_ms: 2000}\n",
+    )
+    by_name = {s.name: s for s in rules_from(configured, LOCATIONS, CATALOG).sources}
+    levels, shopper, items = by_name["levels"], by_name["shopper"], by_name["items"]
+    assert (levels.fresh_for, levels.stale_for, levels.batch_window) == (5.0, 300.0, 0.002)
+    assert (levels.breaker_failure_rate, levels.breaker_window) == (0.5, 20)
+    assert (levels.breaker_min_calls, levels.breaker_open_for) == (5, 5.0)
+    assert (shopper.fresh_for, shopper.stale_for, shopper.batch_window) == (1.0, 60.0, 0.005)
+    assert (shopper.breaker_failure_rate, shopper.breaker_window) == (0.25, 40)
+    assert (shopper.breaker_min_calls, shopper.breaker_open_for) == (10, 2.0)
+    assert items.batch_window == 0.0  # one item per request: nothing to batch
+
+
+def test_stale_for_must_not_be_shorter_than_fresh_for():
+    broken = SOURCES.replace(
+        "    timeout_ms: 250\n", "    fresh_for_ms: 5000\n    stale_for_ms: 1000\n"
+    )
+    assert problems(broken, LOCATIONS, CATALOG) == [
+        "f0.yaml:13:19: `stale_for_ms` (1000) is shorter than `fresh_for_ms` (5000): an answer "
+        "is stale only after it stops being fresh"
+    ]
+
+
+def test_a_breaker_that_could_never_open_is_reported():
+    broken = SOURCES.replace("    timeout_ms: 250\n", "    breaker:\n      window: 3\n")
+    assert problems(broken, LOCATIONS, CATALOG) == [
+        "f0.yaml:13:7: `min_calls` (5) is more than the `window` of 3 calls the breaker keeps: "
+        "it could never open"
+    ]
+
+
+def test_a_misspelt_breaker_setting_is_named_with_its_line():
+    broken = SOURCES.replace("    timeout_ms: 250\n", "    breaker: {failure_rte: 0.5}\n")
+    (message,) = problems(broken, LOCATIONS, CATALOG)
+    assert message.startswith("f0.yaml:12:15: unknown key `failure_rte` in `breaker`")
+    assert "failure_rate" in message
+
+
+def test_a_failure_rate_must_be_a_share():
+    broken = SOURCES.replace("    timeout_ms: 250\n", "    breaker: {failure_rate: 50}\n")
+    assert problems(broken, LOCATIONS, CATALOG) == [
+        "f0.yaml:12:29: `failure_rate` is too large (`50`): at most 1"
+    ]

@@ -1,21 +1,30 @@
 """Ask every source about a cart's SKUs at once and merge the answers into one `Availability`.
 
 Sources run concurrently; a source that raises is treated as having answered nothing, so its
-locations become unknown for those SKUs and the rules decide what that means.
+locations become unknown for those SKUs and the rules decide what that means. With a deadline,
+a source is not waited for past it (and a short grace for the answer it gives at the deadline):
+the cart is decided from what is known by then.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Collection, Mapping, Sequence
+from datetime import datetime
+from typing import Final
 
 from engine.availability.record import Availability, StockRecord
 from engine.availability.source import Source, SourceAnswer
 
-__all__ = ("gather", "merge_answers")
+__all__ = ("DEADLINE_GRACE", "gather", "merge_answers")
 
 log = logging.getLogger(__name__)
+
+DEADLINE_GRACE: Final = 0.003
+"""Seconds past the deadline a source's answer is still taken: a source that stops waiting at
+the deadline needs a moment to hand over what it has (stale data, for one)."""
 
 
 def merge_answers(
@@ -25,7 +34,17 @@ def merge_answers(
     stock: dict[str, dict[str, StockRecord]] = {}
     unknown: dict[str, set[str]] = {}
     every_location = frozenset(all_locations)
+    stale = False
+    oldest_age: float | None = None
+    oldest_fetched: datetime | None = None
     for source, answer in answers:
+        stale = stale or bool(answer.stale_skus)
+        if answer.oldest_age is not None and (oldest_age is None or answer.oldest_age > oldest_age):
+            oldest_age = answer.oldest_age
+        if answer.oldest_fetched is not None and (
+            oldest_fetched is None or answer.oldest_fetched < oldest_fetched
+        ):
+            oldest_fetched = answer.oldest_fetched
         for record in answer.records:
             stock.setdefault(record.sku, {})[record.location_id] = record
         covered = source.locations if source.locations is not None else every_location
@@ -35,7 +54,13 @@ def merge_answers(
         sku: frozenset(loc for loc in locs if loc not in stock.get(sku, {}))
         for sku, locs in unknown.items()
     }
-    return Availability(stock=stock, unknown={k: v for k, v in frozen_unknown.items() if v})
+    return Availability(
+        stock=stock,
+        unknown={k: v for k, v in frozen_unknown.items() if v},
+        stale=stale,
+        oldest_age=oldest_age,
+        oldest_fetched=oldest_fetched,
+    )
 
 
 async def gather(
@@ -43,13 +68,20 @@ async def gather(
     sources: Sequence[Source],
     all_locations: Collection[str],
     serving: Mapping[str, Collection[str]] | None = None,
+    *,
+    deadline: float | None = None,
 ) -> Availability:
     """Fetch the SKUs from the sources concurrently and merge what came back.
 
     `serving` maps a SKU to the locations that may serve it in this cart: a source whose
     locations cannot serve a SKU is not asked about it (every upstream call costs time), and a
     source asked about nothing is not called at all. Without it, every source is asked
-    about every SKU."""
+    about every SKU.
+
+    `deadline` (a `time.monotonic()` instant) is handed to every source, and no source is waited
+    for past it plus `DEADLINE_GRACE`: one that has not answered by then is cancelled (its own
+    fetch for this cart only: what a cached source shares between carts goes on) and its SKUs
+    are unknown at its locations."""
     asked: list[tuple[Source, frozenset[str]]] = []
     for source in sources:
         covered = source.locations
@@ -59,24 +91,39 @@ async def gather(
             wanted = frozenset(sku for sku in skus if not covered.isdisjoint(serving.get(sku, ())))
         if wanted:
             asked.append((source, wanted))
-    results = await asyncio.gather(
-        *(source.fetch(wanted) for source, wanted in asked), return_exceptions=True
-    )
+    tasks = [
+        asyncio.ensure_future(source.fetch(wanted, deadline=deadline)) for source, wanted in asked
+    ]
+    late: set[asyncio.Future[SourceAnswer]] = set()
+    try:
+        if tasks:
+            left = None if deadline is None else deadline + DEADLINE_GRACE - time.monotonic()
+            _, late = await asyncio.wait(tasks, timeout=None if left is None else max(0.0, left))
+    finally:
+        for task in tasks:
+            if not task.done():
+                task.cancel()
     answers: list[tuple[Source, SourceAnswer]] = []
-    for (source, wanted), result in zip(asked, results, strict=True):
-        if isinstance(result, BaseException):
-            if not isinstance(result, Exception):
-                raise result
-            log.warning("source %s failed: %r", source.name, result)
-            answers.append((source, SourceAnswer(records=(), unknown_skus=wanted)))
+    for (source, wanted), task in zip(asked, tasks, strict=True):
+        failure: BaseException | None = None
+        if task in late or task.cancelled():
+            log.warning("source %s did not answer by the deadline", source.name)
         else:
-            for error in result.errors:
-                log.warning("source %s could not answer: %s", source.name, error.message)
-            if result.missing_skus:
-                log.warning(
-                    "source %s does not know %s: check their ids in the catalog's `upstream`",
-                    source.name,
-                    ", ".join(sorted(result.missing_skus)),
-                )
-            answers.append((source, result))
+            failure = task.exception()
+            if failure is None:
+                answer = task.result()
+                for error in answer.errors:
+                    log.warning("source %s could not answer: %s", source.name, error.message)
+                if answer.missing_skus:
+                    log.warning(
+                        "source %s does not know %s: check their ids in the catalog's `upstream`",
+                        source.name,
+                        ", ".join(sorted(answer.missing_skus)),
+                    )
+                answers.append((source, answer))
+                continue
+            if not isinstance(failure, Exception):
+                raise failure
+            log.warning("source %s failed: %r", source.name, failure)
+        answers.append((source, SourceAnswer(records=(), unknown_skus=wanted)))
     return merge_answers(answers, all_locations)

@@ -51,6 +51,13 @@ class Availability(Struct, frozen=True):
     """SKU -> location id -> record."""
     unknown: Mapping[str, frozenset[str]] = {}
     """SKU -> location ids whose source gave no answer for it."""
+    stale: bool = False
+    """Some of the records were served past their source's fresh time (the source failed, was
+    backed off from, or was late)."""
+    oldest_age: float | None = None
+    """Seconds since the oldest upstream data used was fetched; None when no source said."""
+    oldest_fetched: datetime | None = None
+    """When that oldest data was fetched (wall clock)."""
 
     @classmethod
     def from_records(

@@ -10,6 +10,7 @@ gather step turns "could not answer" into unknown locations, which the rules'
 from __future__ import annotations
 
 from collections.abc import Collection
+from datetime import datetime
 from typing import Protocol
 
 from msgspec import Struct
@@ -94,11 +95,22 @@ class SourceAnswer(Struct, frozen=True):
     a configuration problem to report, not an outage."""
     errors: tuple[SourceError, ...] = ()
     """What went wrong while answering, one per failed upstream request."""
+    stale_skus: frozenset[str] = frozenset()
+    """SKUs answered from data kept past its fresh time, because the source failed, was being
+    backed off from, or did not answer before the deadline (RFC 5861 stale-if-error)."""
+    oldest_age: float | None = None
+    """Seconds since the oldest upstream data in the answer was fetched; None when the source
+    does not keep track (a snapshot, an adapter used without a cache) or answered from none."""
+    oldest_fetched: datetime | None = None
+    """When that oldest data was fetched (wall clock), for reports and logs."""
 
 
 class Source(Protocol):
     """An availability source. `locations` is the set of location ids it reports on, or None when
-    it reports on every location of the rule set."""
+    it reports on every location of the rule set.
+
+    `fetch` is given the cart's `deadline`, a `time.monotonic()` instant: a source should answer
+    by then with what it has. One that ignores it is not waited for past it (see `gather`)."""
 
     @property
     def name(self) -> str: ...
@@ -106,4 +118,6 @@ class Source(Protocol):
     @property
     def locations(self) -> frozenset[str] | None: ...
 
-    async def fetch(self, skus: Collection[str]) -> SourceAnswer: ...
+    async def fetch(
+        self, skus: Collection[str], *, deadline: float | None = None
+    ) -> SourceAnswer: ...

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Final, Literal
 
-from msgspec import UNSET, Meta, Struct, UnsetType
+from msgspec import UNSET, Meta, Struct, UnsetType, field
 
 from engine.countries import CountryCode
 from engine.model import Channel, LocationId, ReasonCode, Sku
@@ -18,6 +18,7 @@ from engine.model import Channel, LocationId, ReasonCode, Sku
 __all__ = (
     "CRITERIA",
     "BackorderSpec",
+    "BreakerSpec",
     "CatalogItemSpec",
     "CountryGroupSpec",
     "Criterion",
@@ -64,6 +65,9 @@ UpstreamApi = Literal[
 PER_LOCATION_APIS: Final = frozenset({"digitalriver-inventory-levels", "shoplazza"})
 """APIs that report per warehouse location; the others report one number per product, which is
 read as the stock of the one location the source serves."""
+BATCH_APIS: Final = frozenset({"digitalriver-inventory-levels", "digitalriver-shopper"})
+"""APIs that answer for many items in one request: misses of several carts may share one."""
+Millis = Annotated[int, Meta(ge=0, le=86_400_000)]
 UpstreamId = Annotated[str, Meta(min_length=1, max_length=200, pattern=r"^\S+$")]
 BaseUrl = Annotated[str, Meta(max_length=300, pattern=r"^https?://[^\s/]+(/\S*)?$")]
 
@@ -104,6 +108,16 @@ class CatalogItemSpec(Struct, frozen=True, forbid_unknown_fields=True):
     the SKU: its locations hold none of it."""
 
 
+class BreakerSpec(Struct, frozen=True, forbid_unknown_fields=True):
+    """When to stop calling a failing source: open when at least `failure_rate` of the last
+    `window` calls failed (with at least `min_calls` of them), stay open `open_ms`, then probe."""
+
+    failure_rate: Annotated[float, Meta(gt=0, le=1)] = 0.5
+    window: Annotated[int, Meta(ge=1, le=1000)] = 20
+    min_calls: Annotated[int, Meta(ge=1, le=1000)] = 5
+    open_ms: Annotated[int, Meta(ge=1, le=3_600_000)] = 5000
+
+
 class SourceSpec(Struct, frozen=True, forbid_unknown_fields=True):
     """An upstream inventory API. Credentials never live here: they come from the environment
     (`ENGINE_SOURCE_<NAME>_TOKEN`) or a secrets file; `url` may be overridden the same way."""
@@ -119,6 +133,14 @@ class SourceSpec(Struct, frozen=True, forbid_unknown_fields=True):
     array_style: Literal["repeat", "comma", "brackets"] = "repeat"
     """How a list travels in a query string, tried first: `ids=a&ids=b`, `ids=a,b` or
     `ids[]=a&ids[]=b` (the adapter learns another spelling if the server reads lists otherwise)."""
+    fresh_for_ms: Millis = 5000
+    """How long an answer is served from the cache without asking the source again."""
+    stale_for_ms: Millis = 300_000
+    """How long an answer may still be served, flagged stale, while the source cannot give a
+    fresh one (RFC 5861 stale-if-error); at least `fresh_for_ms`."""
+    batch_window_ms: Annotated[int, Meta(ge=0, le=1000)] = 2
+    """How long a miss waits for others to share one batched request (batching APIs only)."""
+    breaker: BreakerSpec = field(default_factory=BreakerSpec)
 
 
 class MatchSpec(Struct, frozen=True, forbid_unknown_fields=True):

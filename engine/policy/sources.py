@@ -15,7 +15,7 @@ from typing import Any
 
 from engine.errors import Problem, Severity
 from engine.policy.load import Loaded, LoadedFiles, _suggest
-from engine.policy.schema import PER_LOCATION_APIS, SourceSpec, VariantRef
+from engine.policy.schema import BATCH_APIS, PER_LOCATION_APIS, SourceSpec, VariantRef
 
 __all__ = ("SourceConfig", "compile_sources")
 
@@ -45,6 +45,16 @@ class SourceConfig:
     """The one location a product-level API reports on."""
     items: dict[str, UpstreamRef] = field(default_factory=dict)
     """Our SKU -> what this source calls it."""
+    fresh_for: float = 5.0
+    """Seconds an answer is served from the cache without asking again."""
+    stale_for: float = 300.0
+    """Seconds an answer may still be served, flagged stale, when no fresh one can be had."""
+    batch_window: float = 0.0
+    """Seconds misses wait to share one batched request; 0 for APIs that take one item."""
+    breaker_failure_rate: float = 0.5
+    breaker_window: int = 20
+    breaker_min_calls: int = 5
+    breaker_open_for: float = 5.0
 
     @property
     def location_ids(self) -> frozenset[str]:
@@ -208,6 +218,20 @@ def compile_sources(
                 ("name",),
                 f"source `{name}` reports on no location: give a location `source: {name}`",
             )
+        if src.stale_for_ms < src.fresh_for_ms:
+            error(
+                defined,
+                ("stale_for_ms",),
+                f"`stale_for_ms` ({src.stale_for_ms}) is shorter than `fresh_for_ms` "
+                f"({src.fresh_for_ms}): an answer is stale only after it stops being fresh",
+            )
+        if src.breaker.min_calls > src.breaker.window:
+            error(
+                defined,
+                ("breaker", "min_calls"),
+                f"`min_calls` ({src.breaker.min_calls}) is more than the `window` of "
+                f"{src.breaker.window} calls the breaker keeps: it could never open",
+            )
         result.append(
             SourceConfig(
                 name=name,
@@ -221,6 +245,13 @@ def compile_sources(
                 locations={k: v for k, v in locations[name].items() if v in known_locations},
                 location=single.get(name),
                 items=items[name],
+                fresh_for=src.fresh_for_ms / 1000,
+                stale_for=src.stale_for_ms / 1000,
+                batch_window=src.batch_window_ms / 1000 if src.api in BATCH_APIS else 0.0,
+                breaker_failure_rate=src.breaker.failure_rate,
+                breaker_window=src.breaker.window,
+                breaker_min_calls=src.breaker.min_calls,
+                breaker_open_for=src.breaker.open_ms / 1000,
             )
         )
     return tuple(result)

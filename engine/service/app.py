@@ -97,12 +97,20 @@ def create_app(
     async def rules() -> Response[bytes]:
         return Response(msgspec.json.encode(checkout.rules.describe()), media_type=MediaType.JSON)
 
+    @get(
+        "/v1/sources",
+        summary="Availability sources: cache, upstream and breaker counters",
+        tags=["operations"],
+    )
+    async def sources() -> Response[bytes]:
+        return Response(msgspec.json.encode(checkout.stats()), media_type=MediaType.JSON)
+
     @get("/health", summary="Liveness", tags=["operations"])
     async def health() -> dict[str, str]:
         return {"status": "ok", "rule_set": checkout.rules.id}
 
     return Litestar(
-        route_handlers=[allocations, availability, rules, health],
+        route_handlers=[allocations, availability, rules, sources, health],
         exception_handlers=exception_handlers,
         request_max_body_size=MAX_BODY_BYTES,
         on_shutdown=list(on_shutdown),

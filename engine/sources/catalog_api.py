@@ -122,27 +122,29 @@ class CatalogApi:
     def locations(self) -> frozenset[str]:
         return frozenset({self._location})
 
-    async def fetch(self, skus: Collection[str]) -> SourceAnswer:
+    async def fetch(self, skus: Collection[str], *, deadline: float | None = None) -> SourceAnswer:
         builder = AnswerBuilder()
         await bounded(
             self._max_concurrency,
             (
-                partial(self._ask, item, for_skus, builder)
+                partial(self._ask, item, for_skus, builder, deadline)
                 for item, for_skus in group_skus(skus, self._items).items()
             ),
         )
         return builder.answer()
 
-    async def _ask(self, item: str, skus: list[str], builder: AnswerBuilder) -> None:
+    async def _ask(
+        self, item: str, skus: list[str], builder: AnswerBuilder, deadline: float | None
+    ) -> None:
         path = f"{self._base}/{path_segment(item)}/inventory"
         include = INCLUDE if self._send_short else INCLUDE_WITHOUT_SHORT
         try:
             try:
-                body = await self._get(path, include)
+                body = await self._get(path, include, deadline)
             except RequestRejected as error:
                 if error.status != 400 or "short" not in include:
                     raise
-                body = await self._get(path, INCLUDE_WITHOUT_SHORT)
+                body = await self._get(path, INCLUDE_WITHOUT_SHORT, deadline)
                 self._short_refused(error)
         except SourceError as error:
             builder.failed(skus, error)
@@ -158,7 +160,9 @@ class CatalogApi:
                 BadPayload(self._name, f"HTTP 200 from {httpx.URL(path).path}: {exc}", status=200),
             )
 
-    async def _get(self, path: str, include: tuple[str, ...]) -> ItemInventory | NotFound:
+    async def _get(
+        self, path: str, include: tuple[str, ...], deadline: float | None
+    ) -> ItemInventory | NotFound:
         return await get_json(
             self._client,
             path,
@@ -168,6 +172,7 @@ class CatalogApi:
             timeout=self._timeout,
             query=[("include[]", name) for name in include],
             secret=self._token,
+            deadline=deadline,
         )
 
     def _short_refused(self, error: RequestRejected) -> None:

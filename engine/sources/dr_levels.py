@@ -169,7 +169,7 @@ class DigitalRiverLevels:
         """The spelling of `inventoryItemIds` the next request starts with."""
         return self._style
 
-    async def fetch(self, skus: Collection[str]) -> SourceAnswer:
+    async def fetch(self, skus: Collection[str], *, deadline: float | None = None) -> SourceAnswer:
         wanted = group_skus(skus, self._items)
         ids = list(wanted)
         builder = AnswerBuilder()
@@ -177,7 +177,7 @@ class DigitalRiverLevels:
             ids[start : start + self._batch_size] for start in range(0, len(ids), self._batch_size)
         ]
         asked = await asyncio.gather(
-            *(self._ask_batch(batch, wanted, builder) for batch in batches)
+            *(self._ask_batch(batch, wanted, builder, deadline) for batch in batches)
         )
         left_out: list[str] = []
         cut_short: list[str] = []
@@ -200,7 +200,7 @@ class DigitalRiverLevels:
         await bounded(
             SINGLE_CHECKS_AT_ONCE,
             (
-                partial(self._ask_alone, item, wanted, builder, found)
+                partial(self._ask_alone, item, wanted, builder, found, deadline)
                 for item in left_out + cut_short
             ),
         )
@@ -222,13 +222,17 @@ class DigitalRiverLevels:
         return builder.answer()
 
     async def _ask_batch(
-        self, batch: list[str], wanted: Mapping[str, list[str]], builder: AnswerBuilder
+        self,
+        batch: list[str],
+        wanted: Mapping[str, list[str]],
+        builder: AnswerBuilder,
+        deadline: float | None,
     ) -> _Asked | None:
         """Ask for `batch`; add its records to `builder`. None when there is nothing to follow up
         (it failed, or the upstream answered 404)."""
         skus = [sku for item in batch for sku in wanted[item]]
         try:
-            body, style = await self._get(batch)
+            body, style = await self._get(batch, deadline)
         except SourceError as error:
             builder.failed(skus, error)
             return None
@@ -242,10 +246,15 @@ class DigitalRiverLevels:
         return _Asked(batch=batch, style=style, left_out=left_out, cut_short=False)
 
     async def _ask_alone(
-        self, item: str, wanted: Mapping[str, list[str]], builder: AnswerBuilder, found: set[str]
+        self,
+        item: str,
+        wanted: Mapping[str, list[str]],
+        builder: AnswerBuilder,
+        found: set[str],
+        deadline: float | None,
     ) -> None:
         try:
-            body, _ = await self._get([item])
+            body, _ = await self._get([item], deadline)
         except SourceError as error:
             builder.failed(wanted[item], error)
             return
@@ -281,7 +290,9 @@ class DigitalRiverLevels:
             *(style for style in rest if style in bad),
         ]
 
-    async def _get(self, items: list[str]) -> tuple[InventoryLevels | NotFound, ArrayStyle]:
+    async def _get(
+        self, items: list[str], deadline: float | None
+    ) -> tuple[InventoryLevels | NotFound, ArrayStyle]:
         """GET the levels of `items` and the spelling the server took. A 400 is asked again in
         each other spelling (once per distinct query: with one id, `repeat` and `comma` are the
         same) before it is raised; any other failure is raised at once."""
@@ -306,6 +317,7 @@ class DigitalRiverLevels:
                     timeout=self._timeout,
                     query=query,
                     secret=self._token,
+                    deadline=deadline,
                 )
             except RequestRejected as error:
                 if error.status != 400:

@@ -169,7 +169,7 @@ class DigitalRiverShopper:
     def locations(self) -> frozenset[str]:
         return frozenset({self._location})
 
-    async def fetch(self, skus: Collection[str]) -> SourceAnswer:
+    async def fetch(self, skus: Collection[str], *, deadline: float | None = None) -> SourceAnswer:
         wanted = group_skus(skus, self._items)
         ids = list(wanted)
         builder = AnswerBuilder()
@@ -177,14 +177,17 @@ class DigitalRiverShopper:
             ids[start : start + self._batch_size] for start in range(0, len(ids), self._batch_size)
         ]
         left_out = await asyncio.gather(
-            *(self._ask_many(batch, wanted, builder) for batch in batches)
+            *(self._ask_many(batch, wanted, builder, deadline) for batch in batches)
         )
         found: set[str] = set()
         if self._lookup == "product_id":
             again = [key for keys in left_out if keys is not None for key in keys]
             await bounded(
                 SINGLE_CHECKS_AT_ONCE,
-                (partial(self._ask_one, product, wanted, builder, found) for product in again),
+                (
+                    partial(self._ask_one, product, wanted, builder, found, deadline)
+                    for product in again
+                ),
             )
         else:
             again = []
@@ -197,7 +200,10 @@ class DigitalRiverShopper:
                     builder.not_known([sku for key in keys for sku in wanted[key]])
             await bounded(
                 SINGLE_CHECKS_AT_ONCE,
-                (partial(self._ask_reference, key, wanted, builder, found) for key in again),
+                (
+                    partial(self._ask_reference, key, wanted, builder, found, deadline)
+                    for key in again
+                ),
             )
         if again:
             log.info(
@@ -209,7 +215,11 @@ class DigitalRiverShopper:
         return builder.answer()
 
     async def _ask_many(
-        self, batch: list[str], wanted: Mapping[str, list[str]], builder: AnswerBuilder
+        self,
+        batch: list[str],
+        wanted: Mapping[str, list[str]],
+        builder: AnswerBuilder,
+        deadline: float | None,
     ) -> list[str] | None:
         """Ask for `batch` in the many-products form; add what it says to `builder` and return
         the keys it left out; None when it failed or was answered 404 (already accounted for)."""
@@ -226,6 +236,7 @@ class DigitalRiverShopper:
                 timeout=self._timeout,
                 query=[(parameter, ",".join(batch))],
                 secret=self._token,
+                deadline=deadline,
             )
         except SourceError as error:
             builder.failed(skus, error)
@@ -259,16 +270,22 @@ class DigitalRiverShopper:
         wanted: Mapping[str, list[str]],
         builder: AnswerBuilder,
         found: set[str],
+        deadline: float | None,
     ) -> None:
         """Ask for one external reference id alone, in the many form; missing if left out."""
-        left_out = await self._ask_many([reference], wanted, builder)
+        left_out = await self._ask_many([reference], wanted, builder, deadline)
         if left_out:
             builder.not_known(wanted[reference])
         elif left_out is not None:
             found.add(reference)
 
     async def _ask_one(
-        self, product: str, wanted: Mapping[str, list[str]], builder: AnswerBuilder, found: set[str]
+        self,
+        product: str,
+        wanted: Mapping[str, list[str]],
+        builder: AnswerBuilder,
+        found: set[str],
+        deadline: float | None,
     ) -> None:
         skus = wanted[product]
         url = f"{self._base}/{path_segment(product)}/inventory-status"
@@ -281,6 +298,7 @@ class DigitalRiverShopper:
                 headers=self._headers,
                 timeout=self._timeout,
                 secret=self._token,
+                deadline=deadline,
             )
         except SourceError as error:
             builder.failed(skus, error)

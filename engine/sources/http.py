@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import re
+import time
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -199,6 +200,7 @@ async def get_json(
     query: Sequence[tuple[str, str]] = (),
     secret: str | None = None,
     rejects: Rejects | None = None,
+    deadline: float | None = None,
 ) -> T | NotFound:
     """GET `url` and decode a 2xx body with `decoder`; `NotFound.NOT_FOUND` on 404. Anything
     else raises the matching `SourceError` (named by `source`): 401/403 `NotAuthorised`, 429
@@ -206,16 +208,21 @@ async def get_json(
     said), other statuses and an address that cannot be asked `RequestRejected`, no complete
     answer within `timeout` seconds `UpstreamTimeout`, a failed connection `ConnectionFailed`,
     a body that is not JSON or not the shape `BadPayload`. `secret` is scrubbed from every
-    message."""
+    message. `deadline` (a `time.monotonic()` instant) shortens `timeout` to the time left, so
+    the several requests of one fetch never outlast the attempt that asked for them."""
     path = url
     target = f"{url}?{query_string(query)}" if query else url
+    if deadline is not None:
+        timeout = min(timeout, deadline - time.monotonic())
+        if timeout <= 0:
+            raise UpstreamTimeout(source, f"no time left to ask {url} before the deadline")
     try:
         path = httpx.URL(url).path
         async with asyncio.timeout(timeout):
             response = await client.get(target, headers=headers, timeout=httpx.Timeout(timeout))
     except (httpx.TimeoutException, TimeoutError) as exc:
         raise UpstreamTimeout(
-            source, f"no complete answer from {path} within {timeout:g} s"
+            source, f"no complete answer from {path} within {timeout:.3g} s"
         ) from exc
     except httpx.DecodingError as exc:
         raise BadPayload(

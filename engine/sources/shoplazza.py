@@ -92,7 +92,7 @@ class Shoplazza:
     def locations(self) -> frozenset[str]:
         return frozenset(self._locations.values())
 
-    async def fetch(self, skus: Collection[str]) -> SourceAnswer:
+    async def fetch(self, skus: Collection[str], *, deadline: float | None = None) -> SourceAnswer:
         by_product: dict[str, dict[str, list[str]]] = {}
         for (product, variant), for_skus in group_skus(skus, self._items).items():
             by_product.setdefault(product, {})[variant] = for_skus
@@ -100,14 +100,18 @@ class Shoplazza:
         await bounded(
             self._max_concurrency,
             (
-                partial(self._ask, product, variants, builder)
+                partial(self._ask, product, variants, builder, deadline)
                 for product, variants in by_product.items()
             ),
         )
         return builder.answer()
 
     async def _ask(
-        self, product: str, variants: Mapping[str, list[str]], builder: AnswerBuilder
+        self,
+        product: str,
+        variants: Mapping[str, list[str]],
+        builder: AnswerBuilder,
+        deadline: float | None,
     ) -> None:
         skus = [sku for for_skus in variants.values() for sku in for_skus]
         # No `location_id` filter: one request answers for every location of ours.
@@ -121,6 +125,7 @@ class Shoplazza:
                 timeout=self._timeout,
                 secret=self._token,
                 rejects=is_invalid_id,
+                deadline=deadline,
             )
         except SourceError as error:
             builder.failed(skus, error)

@@ -112,7 +112,7 @@ class SnapshotSource:
     def locations(self) -> frozenset[str] | None:
         return None
 
-    async def fetch(self, skus: Collection[str]) -> SourceAnswer:
+    async def fetch(self, skus: Collection[str], *, deadline: float | None = None) -> SourceAnswer:
         return self.answer(skus)
 
     def answer(self, skus: Collection[str]) -> SourceAnswer:

@@ -6,6 +6,9 @@ environment (`ENGINE_SOURCE_<NAME>_TOKEN`, the name upper-cased with `-` as `_`)
 secrets file named by `ENGINE_SECRETS_FILE` (`{"dr-levels": {"token": "..."}}`); the environment
 wins. `ENGINE_SOURCE_<NAME>_URL` (or `url` in the secrets file) points a source elsewhere, for
 example at a simulator or a staging host, without editing the rules.
+
+Each adapter is wrapped in a `CachedSource` (cache, coalescing, deadlines, back-off) set from
+its source's settings in the rules.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import httpx
 import msgspec
 from msgspec import Meta, Struct
 
+from engine.availability.breaker import BreakerSettings
+from engine.availability.cache import CachedSource, CacheSettings
 from engine.availability.source import Source
 from engine.errors import AvailabilityFileError
 from engine.policy.compile import RuleSet
@@ -29,7 +34,7 @@ from engine.sources.dr_levels import ARRAY_STYLES, ArrayStyle, DigitalRiverLevel
 from engine.sources.dr_shopper import DigitalRiverShopper
 from engine.sources.shoplazza import Shoplazza
 
-__all__ = ("Connection", "build_sources", "connections", "env_name", "new_client")
+__all__ = ("Connection", "build_sources", "cached", "connections", "env_name", "new_client")
 
 SECRETS_FILE_VARIABLE = "ENGINE_SECRETS_FILE"
 
@@ -155,13 +160,34 @@ def _adapter(
     )
 
 
+def cached(config: SourceConfig, adapter: Source) -> CachedSource:
+    """`adapter` behind a cache set as `config` says. SKUs are grouped by the upstream item a
+    request asks for (a Shoplazza product answers for all its variants)."""
+    settings = CacheSettings(
+        fresh_for=config.fresh_for,
+        stale_for=config.stale_for,
+        batch_window=config.batch_window,
+        batch_size=config.batch_size,
+        max_concurrency=config.max_concurrency,
+        timeout=config.timeout,
+        breaker=BreakerSettings(
+            failure_rate=config.breaker_failure_rate,
+            window=config.breaker_window,
+            min_calls=config.breaker_min_calls,
+            open_for=config.breaker_open_for,
+        ),
+    )
+    upstream = {sku: ref if isinstance(ref, str) else ref[0] for sku, ref in config.items.items()}
+    return CachedSource(adapter, settings, upstream=upstream)
+
+
 def build_sources(
     rules: RuleSet, client: httpx.AsyncClient, env: Mapping[str, str] | None = None
-) -> tuple[Source, ...]:
-    """One adapter per configured source that reports on at least one location."""
+) -> tuple[CachedSource, ...]:
+    """One cached adapter per configured source that reports on at least one location."""
     where = connections(rules, env)
     return tuple(
-        _adapter(config, client, *where[config.name])
+        cached(config, _adapter(config, client, *where[config.name]))
         for config in rules.sources
         if config.location_ids
     )

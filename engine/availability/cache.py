@@ -1,0 +1,470 @@
+"""A cache, request coalescing, deadlines and back-off in front of one upstream source.
+
+The checkout must answer in milliseconds whether or not the inventory APIs do. `CachedSource`
+wraps an adapter and is itself a `Source`:
+
+- Each SKU's answer (its records, or "the upstream does not know it") is kept with the time it
+  was fetched. Younger than `fresh_for` it is served as is; older, the upstream is asked again,
+  and until `stale_for` the old answer is still served, flagged stale, when the upstream fails,
+  is being backed off from, or has not answered by the cart's deadline (RFC 5861
+  stale-if-error). Failures are never kept as data.
+- Concurrent misses for one SKU share one upstream request (a "flight"). For an API that answers
+  many items per request, misses arriving within `batch_window` of each other share one batched
+  request. A cart that stops waiting (its deadline, a client gone) leaves the flight running
+  for the others, and its answer still fills the cache.
+- A flight's attempt lasts at most the source's `timeout` and never past the latest deadline of
+  the carts waiting on it; it is retried once, for a failure that says nothing about what was
+  asked (an outage, not a 4xx or a rate limit), when that deadline leaves time for it.
+- `Retry-After` is honoured: no call before it. A `CircuitBreaker` stops calls to a source whose
+  calls keep failing and probes it to come back; at most `max_concurrency` calls are under way
+  at once.
+
+Everything is counted in `SourceStats`. All times come from one monotonic `clock` (deadlines
+included), which tests replace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Collection, Hashable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from cachetools import TTLCache
+
+from engine.availability.breaker import BreakerSettings, BreakerState, CircuitBreaker
+from engine.availability.record import StockRecord
+from engine.availability.source import (
+    NotAuthorised,
+    RateLimited,
+    Source,
+    SourceAnswer,
+    SourceError,
+    UpstreamTimeout,
+)
+from engine.availability.stats import SourceStats
+
+__all__ = ("CacheSettings", "CachedSource", "Entry", "retryable")
+
+log = logging.getLogger(__name__)
+
+MAX_RETRY_AFTER: Final = 300.0
+"""Seconds: a longer `Retry-After` is taken as this, so one odd header cannot silence a source
+for hours (the breaker still backs off from a source that keeps refusing)."""
+ATTEMPT_GRACE: Final = 0.005
+"""Seconds an adapter is given past its attempt's deadline to hand over what it has before the
+attempt is cut off (adapters stop at the deadline themselves; this bounds one that does not)."""
+MIN_RETRY_TIME: Final = 0.010
+"""Seconds: a retry is made only when more than this (or twice the source's usual latency, if
+longer) is left before the deadline."""
+_LATENCY_WEIGHT: Final = 0.2
+
+
+def retryable(error: SourceError) -> bool:
+    """Worth asking again at once: an outage (5xx, timeout, cut connection, bad body) with no
+    `Retry-After`. Not a rate limit, a credentials problem or a rejected request."""
+    return (
+        error.outage
+        and error.retry_after is None
+        and not isinstance(error, RateLimited | NotAuthorised)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class CacheSettings:
+    """How one source is cached and protected (from the rules' `sources`)."""
+
+    fresh_for: float = 5.0
+    """Seconds an answer is served without asking the upstream again."""
+    stale_for: float = 300.0
+    """Seconds an answer may still be served, flagged stale, when no fresh one can be had."""
+    batch_window: float = 0.0
+    """Seconds misses wait for others to share one batched request; 0 for APIs that answer one
+    item per request (they share per item only)."""
+    batch_size: int = 50
+    """Upstream items in one batched request: a full batch is sent without more waiting."""
+    max_concurrency: int = 8
+    """Upstream calls under way at once."""
+    timeout: float = 1.0
+    """Seconds one attempt may take, at most (a cart's deadline may leave less)."""
+    breaker: BreakerSettings = field(default_factory=BreakerSettings)
+    max_entries: int = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """What the upstream said of one SKU, and when."""
+
+    records: tuple[StockRecord, ...]
+    """The SKU's records from this source (none: it holds none at the source's locations)."""
+    missing: bool
+    """The upstream said it does not know the item (a mapping problem, not an outage)."""
+    fetched_at: float
+    """When the request that fetched it started, on the cache's monotonic clock: ages come
+    from this."""
+    fetched_wall: datetime
+    """The same moment on the wall clock, for reports."""
+
+
+class _Flight:
+    """One upstream request planned or under way, for some SKUs, shared by every cart that
+    waits on one of them."""
+
+    __slots__ = ("deadline", "done", "errors", "keys", "outcomes", "skus")
+
+    def __init__(self, done: asyncio.Future[None], deadline: float | None) -> None:
+        self.done = done
+        """Resolved when the flight is over, whatever came of it."""
+        self.deadline = deadline
+        """The latest deadline of the carts waiting on it (None: one of them has none)."""
+        self.skus: list[str] = []
+        self.keys: set[Hashable] = set()
+        """The upstream items asked for (a batch is full at `batch_size` of them)."""
+        self.outcomes: dict[str, Entry] = {}
+        """SKU -> the entry fetched; a SKU the upstream could not answer for has none."""
+        self.errors: list[SourceError] = []
+
+    def wait_for(self, deadline: float | None) -> None:
+        if self.deadline is not None:
+            self.deadline = None if deadline is None else max(self.deadline, deadline)
+
+
+class CachedSource:
+    """A `Source` that answers from a cache in front of `inner` (see the module's doc).
+
+    `upstream` maps each SKU the source carries to the upstream item a request asks for: SKUs
+    of one item share a request, and a SKU not in it is answered (holding nothing) without a
+    call, as the adapter would. Without it every SKU is its own item."""
+
+    def __init__(
+        self,
+        inner: Source,
+        settings: CacheSettings | None = None,
+        *,
+        upstream: Mapping[str, Hashable] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.inner = inner
+        self.settings = settings = settings or CacheSettings()
+        self._upstream = dict(upstream) if upstream is not None else None
+        self._clock = clock
+        self._wall = wall
+        self._fresh_for = settings.fresh_for
+        self._stale_for = max(settings.fresh_for, settings.stale_for)
+        self._cache: TTLCache[str, Entry] = TTLCache(
+            maxsize=settings.max_entries, ttl=self._stale_for, timer=clock
+        )
+        self._in_flight: dict[str, _Flight] = {}
+        self._window: _Flight | None = None
+        """The batch still taking SKUs (batching APIs only)."""
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(max(1, settings.max_concurrency))
+        self._not_before = float("-inf")
+        """No call before this (`Retry-After`)."""
+        self._typical: float | None = None
+        """Moving average of successful calls' latency, to judge whether a retry fits."""
+        self.breaker = CircuitBreaker(settings.breaker, clock)
+        self.stats = SourceStats()
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    @property
+    def locations(self) -> frozenset[str] | None:
+        return self.inner.locations
+
+    def entry(self, sku: str) -> Entry | None:
+        """What is kept for `sku` (fresh or stale), if anything."""
+        return self._cache.get(sku)
+
+    def backed_off(self, now: float | None = None) -> bool:
+        """True when no call would be made now: the breaker is open or `Retry-After` runs."""
+        now = self._clock() if now is None else now
+        return now < self._not_before or self.breaker.blocked(now)
+
+    async def fetch(self, skus: Collection[str], *, deadline: float | None = None) -> SourceAnswer:
+        """Answer from fresh entries; ask the upstream for the rest, waiting until `deadline` at
+        most; serve what is kept (flagged stale) or unknown for what did not come. The errors of
+        an upstream request go in the answer of the fetch that started it, so each is reported
+        once however many carts shared it."""
+        now = self._clock()
+        stats = self.stats
+        used: dict[str, Entry] = {}
+        kept: dict[str, Entry] = {}
+        need: list[str] = []
+        for sku in dict.fromkeys(skus):
+            if self._upstream is not None and sku not in self._upstream:
+                continue  # not carried: no stock at this source's locations, no call
+            entry = self._cache.get(sku)
+            if entry is not None:
+                age = now - entry.fetched_at
+                if age < self._fresh_for:
+                    stats.hits += 1
+                    used[sku] = entry
+                    continue
+                if age < self._stale_for:
+                    kept[sku] = entry
+            stats.misses += 1
+            need.append(sku)
+        errors: list[SourceError] = []
+        failed = need
+        if need and self.backed_off(now):
+            stats.skipped += 1
+        elif need and deadline is not None and deadline <= now:
+            stats.late += len(need)
+        elif need:
+            failed = await self._wait(need, deadline, used, errors)
+        stale: set[str] = set()
+        unknown: set[str] = set()
+        if failed:
+            now = self._clock()  # the wait may have taken a kept entry past its stale time
+        for sku in failed:
+            entry = kept.get(sku)
+            if entry is None or now - entry.fetched_at >= self._stale_for:
+                stats.unanswered += 1
+                unknown.add(sku)
+            else:
+                stats.stale_serves += 1
+                stale.add(sku)
+                used[sku] = entry
+        return self._answer(used, unknown, stale, errors)
+
+    async def _wait(
+        self,
+        skus: list[str],
+        deadline: float | None,
+        used: dict[str, Entry],
+        errors: list[SourceError],
+    ) -> list[str]:
+        """Join or start the flights for `skus` and wait for them until `deadline`; put what they
+        fetched in `used` and the errors of those this fetch started in `errors`. Returns the
+        SKUs that got no answer."""
+        flights, opened = self._join(skus, deadline)
+        waiting = [flight.done for flight in flights if not flight.done.done()]
+        if waiting:
+            left = None if deadline is None else deadline - self._clock()
+            if left is None or left > 0:
+                await asyncio.wait(waiting, timeout=left)
+        failed: list[str] = []
+        for flight, mine in flights.items():
+            if not flight.done.done():
+                self.stats.late += len(mine)
+                failed.extend(mine)
+                continue
+            if flight in opened:
+                errors.extend(flight.errors)
+            for sku in mine:
+                entry = flight.outcomes.get(sku)
+                if entry is None:
+                    failed.append(sku)
+                else:
+                    used[sku] = entry
+        return failed
+
+    def _answer(
+        self, used: dict[str, Entry], unknown: set[str], stale: set[str], errors: list[SourceError]
+    ) -> SourceAnswer:
+        missing = frozenset(sku for sku, entry in used.items() if entry.missing)
+        oldest = min(used.values(), key=lambda entry: entry.fetched_at, default=None)
+        return SourceAnswer(
+            records=tuple(record for entry in used.values() for record in entry.records),
+            unknown_skus=frozenset(unknown) | missing,
+            missing_skus=missing,
+            errors=tuple(errors),
+            stale_skus=frozenset(stale),
+            oldest_age=None if oldest is None else max(0.0, self._clock() - oldest.fetched_at),
+            oldest_fetched=None if oldest is None else oldest.fetched_wall,
+        )
+
+    # --- flights ---------------------------------------------------------------------------
+
+    def _key(self, sku: str) -> Hashable:
+        return sku if self._upstream is None else self._upstream[sku]
+
+    def _join(
+        self, skus: list[str], deadline: float | None
+    ) -> tuple[dict[_Flight, list[str]], set[_Flight]]:
+        """The flights that will answer `skus` (joining those already planned or under way,
+        starting others), and which of them this fetch started."""
+        flights: dict[_Flight, list[str]] = {}
+        opened: set[_Flight] = set()
+        loop = asyncio.get_running_loop()
+        for sku in skus:
+            flight = self._in_flight.get(sku)
+            if flight is not None:
+                self.stats.coalesced += 1
+            elif self.settings.batch_window > 0:
+                flight = self._window
+                if flight is None:
+                    flight = self._window = self._start(loop, deadline)
+                    opened.add(flight)
+                elif flight not in opened:
+                    self.stats.batched += 1
+                self._add(flight, sku)
+                if len(flight.keys) >= self.settings.batch_size:
+                    self._window = None  # full: goes when its window ends, takes no more
+            else:
+                key = self._key(sku)
+                flight = next((f for f in opened if key in f.keys), None)
+                if flight is None:
+                    flight = self._start(loop, deadline)
+                    opened.add(flight)
+                self._add(flight, sku)
+            flight.wait_for(deadline)
+            flights.setdefault(flight, []).append(sku)
+        return flights, opened
+
+    def _add(self, flight: _Flight, sku: str) -> None:
+        flight.skus.append(sku)
+        flight.keys.add(self._key(sku))
+        self._in_flight[sku] = flight
+
+    def _start(self, loop: asyncio.AbstractEventLoop, deadline: float | None) -> _Flight:
+        flight = _Flight(loop.create_future(), deadline)
+        task = loop.create_task(self._fly(flight))
+        # Held here, not by any cart: a cart that stops waiting does not end the flight.
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return flight
+
+    async def _fly(self, flight: _Flight) -> None:
+        try:
+            if self.settings.batch_window > 0:
+                await asyncio.sleep(self.settings.batch_window)
+                if self._window is flight:
+                    self._window = None
+            async with self._slots:
+                await self._call(flight)
+        except Exception:  # never expected: the flight's SKUs are then simply unanswered
+            log.exception("source %s: an upstream call failed unexpectedly", self.name)
+        finally:
+            for sku in flight.skus:
+                if self._in_flight.get(sku) is flight:
+                    del self._in_flight[sku]
+            if self._window is flight:
+                self._window = None
+            if not flight.done.done():
+                flight.done.set_result(None)
+
+    async def _call(self, flight: _Flight) -> None:
+        """Ask the upstream for the flight's SKUs: one attempt, and one retry when it is worth
+        it and fits. Keep what it answered; count everything."""
+        skus = list(flight.skus)
+        stats = self.stats
+        for attempt in range(2):
+            now = self._clock()
+            if now < self._not_before:
+                stats.skipped += 1
+                return
+            left = None if flight.deadline is None else flight.deadline - now
+            if left is not None and left <= 0:
+                stats.shed += 1
+                return
+            permit = self.breaker.acquire(now)
+            if permit is None:
+                stats.skipped += 1
+                return
+            if attempt:
+                stats.retries += 1
+            timeout = self.settings.timeout if left is None else min(self.settings.timeout, left)
+            wall = self._wall()
+            answer = await self._attempt(skus, timeout)
+            done = self._clock()
+            stats.upstream_calls += 1
+            stats.observe(done - now)
+            outage = any(error.outage for error in answer.errors)
+            was = self.breaker.state
+            self.breaker.record(permit, outage, done)
+            self._log_breaker(was, answer.errors)
+            for error in answer.errors:
+                stats.error(error)
+                flight.errors.append(error)
+                if error.retry_after is not None:
+                    wait = min(error.retry_after, MAX_RETRY_AFTER)
+                    self._not_before = max(self._not_before, done + wait)
+            if not outage:
+                elapsed = done - now
+                typical = self._typical
+                self._typical = (
+                    elapsed if typical is None else typical + _LATENCY_WEIGHT * (elapsed - typical)
+                )
+            unanswered = answer.unknown_skus - answer.missing_skus
+            records: dict[str, list[StockRecord]] = {}
+            for record in answer.records:
+                records.setdefault(record.sku, []).append(record)
+            failed = []
+            for sku in skus:
+                if sku in unanswered:
+                    failed.append(sku)
+                    continue
+                entry = Entry(
+                    records=tuple(records.get(sku, ())),
+                    missing=sku in answer.missing_skus,
+                    fetched_at=now,
+                    fetched_wall=wall,
+                )
+                self._cache[sku] = entry
+                flight.outcomes[sku] = entry
+            if not failed or not answer.errors or not all(map(retryable, answer.errors)):
+                return
+            left = None if flight.deadline is None else flight.deadline - self._clock()
+            if left is not None and left <= self._retry_time():
+                return
+            skus = failed
+
+    async def _attempt(self, skus: list[str], timeout: float) -> SourceAnswer:
+        """One call of the adapter, bounded by `timeout` even if it ignores its deadline; an
+        exception becomes a failed answer."""
+        try:
+            async with asyncio.timeout(timeout + ATTEMPT_GRACE):
+                return await self.inner.fetch(skus, deadline=time.monotonic() + timeout)
+        except TimeoutError:
+            error: SourceError = UpstreamTimeout(self.name, f"no answer within {timeout:.3g} s")
+        except SourceError as exc:
+            error = exc
+        except Exception as exc:
+            error = SourceError(self.name, f"{type(exc).__name__}: {exc}")
+        return SourceAnswer(records=(), unknown_skus=frozenset(skus), errors=(error,))
+
+    def _retry_time(self) -> float:
+        typical = self._typical if self._typical is not None else MIN_RETRY_TIME / 2
+        return max(MIN_RETRY_TIME, 2 * typical)
+
+    def _log_breaker(self, was: BreakerState, errors: Collection[SourceError]) -> None:
+        now = self.breaker.state
+        if now is was:
+            return
+        if now is BreakerState.OPEN:
+            last = next(iter(errors), None)
+            log.warning(
+                "source %s: circuit open for %g s after repeated failures%s; serving from cache",
+                self.name,
+                self.settings.breaker.open_for,
+                f" (last: {last.message})" if last is not None else "",
+            )
+        elif now is BreakerState.CLOSED:
+            log.info("source %s: circuit closed, the probe succeeded", self.name)
+
+    # --- reporting -------------------------------------------------------------------------
+
+    def report(self) -> dict[str, Any]:
+        """Counters, breaker and cache state, JSON-ready (for `GET /v1/sources`)."""
+        now = self._clock()
+        report = self.stats.describe()
+        report["breaker"] = self.breaker.describe(now)
+        report["retry_after_ms"] = round(max(0.0, self._not_before - now) * 1000)
+        report["entries"] = len(self._cache)
+        report["in_flight"] = len(set(self._in_flight.values()))
+        report["settings"] = {
+            "fresh_for_ms": round(self._fresh_for * 1000),
+            "stale_for_ms": round(self._stale_for * 1000),
+            "timeout_ms": round(self.settings.timeout * 1000),
+            "max_concurrency": self.settings.max_concurrency,
+            "batch_window_ms": self.settings.batch_window * 1000,
+        }
+        return report

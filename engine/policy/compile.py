@@ -221,6 +221,11 @@ class CartRules:
     """True when the ranking depends on stock or on the cart, so candidates must be sorted."""
     static_first: bool = field(init=False)
     """True when every static criterion comes before every dynamic one."""
+    line_memo: dict[str, LineRules] = field(
+        init=False, default_factory=dict, compare=False, repr=False
+    )
+    """SKU -> `RuleSet.line_rules` for this (country, channel), kept by `decide` for catalog
+    SKUs: a cart's look-up is then one dictionary read (bounded by the catalog's size)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "rank", rank_key(self.criteria))
@@ -254,6 +259,23 @@ class LineRules:
     excluded: tuple[tuple[str, str], ...]
     """(location id, why) for each location that may not serve this line."""
     origins: tuple[tuple[str, Any, Origin], ...]
+    ready: bool = field(init=False)
+    """Known, not denied, shippable and with candidates: only the per-order maximum and a pickup
+    location can still deny the line (so checking a cart line is one test in the usual case)."""
+    lead: tuple[tuple[str, int, int], ...] = field(init=False)
+    """(location id, min ATP, safety stock) of the leading groups of one candidate, in rank
+    order: where a fill reads stock first, with no ranking to do (up to the first tie that
+    stock may decide), with what reading it needs at hand."""
+
+    def __post_init__(self) -> None:
+        ready = self.known and self.deny is None and self.not_shippable is None
+        object.__setattr__(self, "ready", ready and bool(self.candidates))
+        lead: list[tuple[str, int, int]] = []
+        for group in self.groups:
+            if len(group) != 1:
+                break
+            lead.append((group[0].location.id, group[0].min_atp, group[0].safety_stock))
+        object.__setattr__(self, "lead", tuple(lead))
 
 
 UNKNOWN_SKU_RULES: Final = LineRules(

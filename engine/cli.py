@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -177,6 +178,14 @@ def _demo(args: argparse.Namespace) -> int:
     command = [sys.executable, "-m", "engine", "simulator", "--host", args.host]
     command += ["--port", str(sim_port)]
     simulator = subprocess.Popen(command)  # noqa: S603 - our own interpreter and module
+
+    def stop(signum: int, frame: object) -> None:
+        # uvicorn shuts down on SIGTERM, then raises it again with our handler in place:
+        # exiting through Python (not the default handler) runs the `finally` below, so the
+        # simulator never outlives the demo.
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
     try:
         health = f"http://{args.host}:{sim_port}/health"
         deadline = time.monotonic() + 15

@@ -31,6 +31,7 @@ locations:
     ships_to: [eu]
   - id: lon-store
     country: GB
+    ships_to: [GB, north-america]
 catalog:
   - sku: TEE-BLK-M
     tags: [apparel]

@@ -584,6 +584,7 @@ class _Compiler:
         self.groups: dict[str, frozenset[str]] = {}
         self.broken_groups = loaded.broken.get("country_groups", set())
         self.broken_locations = loaded.broken.get("locations", set())
+        self.used_groups: set[str] = set()
 
     def error(self, item: Loaded[Any], sub: Path_, message: str, *, key: bool = False) -> None:
         self.problems.append(item.problem(sub, message, key=key))
@@ -598,6 +599,7 @@ class _Compiler:
                 result.add(ref)
             elif ref in self.groups:
                 result |= self.groups[ref]
+                self.used_groups.add(ref)
             elif ref in self.broken_groups:
                 continue
             elif ref.lower() in self.groups:
@@ -724,10 +726,20 @@ class _Compiler:
         sources = compile_sources(loaded, location_by_id, self.problems)
 
         rules: list[_Rule] = []
+        rule_items: list[Loaded[RuleSpec]] = []
         for item in self.unique(loaded.rules, "name", "rule"):
             rule = self.rule(item, location_by_id, catalog, all_tags)
             if rule is not None and item.spec.enabled:
                 rules.append(rule)
+                rule_items.append(item)
+        self.shadowed(rules, rule_items, catalog)
+        for group in loaded.country_groups:
+            if group.spec.name in self.groups and group.spec.name not in self.used_groups:
+                self.warn(
+                    group,
+                    ("name",),
+                    f"country group `{group.spec.name}` is not used by any location or rule",
+                )
 
         errors = [p for p in self.problems if p.severity is Severity.ERROR]
         if errors:
@@ -867,6 +879,49 @@ class _Compiler:
             deny=deny,
         )
 
+    def shadowed(
+        self, rules: list[_Rule], items: list[Loaded[RuleSpec]], catalog: dict[str, frozenset[str]]
+    ) -> None:
+        """Warn of a setting that can never apply: an earlier rule sets it first for everything
+        this rule matches (the first matching rule wins, per setting). Matching is judged on the
+        catalog as it is, so a rule is never called shadowed because of a SKU that may come."""
+        matched = [
+            frozenset(sku for sku, tags in catalog.items() if rule.matches_sku(sku, tags))
+            for rule in rules
+        ]
+        for j, (later, item) in enumerate(zip(rules, items, strict=True)):
+            if not matched[j]:
+                continue  # it matches nothing: `never_matches` has said so
+            names = [*later.settings, *(["deny"] if later.deny is not None else [])]
+            dead: dict[str, _Rule] = {}
+            for name in names:
+                for i in range(j):
+                    earlier = rules[i]
+                    sets = earlier.deny is not None if name == "deny" else name in earlier.settings
+                    if sets and matched[j] <= matched[i] and _covers(earlier, later):
+                        dead[name] = earlier
+                        break
+            if not dead:
+                continue
+            if len(dead) == len(names):
+                by = ", ".join(
+                    f"`{name}` by `{rule.name}` ({_where(rule)})" for name, rule in dead.items()
+                )
+                self.warn(
+                    item,
+                    ("name",),
+                    f"rule `{later.name}` never applies: earlier rules that match everything it "
+                    f"matches set all it sets first ({by}); remove it or move it above them",
+                )
+                continue
+            for name, rule in dead.items():
+                self.warn(
+                    item,
+                    tuple(name.split(".")),
+                    f"rule `{later.name}`: `{name}` here never applies: rule `{rule.name}` "
+                    f"({_where(rule)}) sets it first for everything this rule matches",
+                )
+
     def never_matches(
         self,
         item: Loaded[RuleSpec],
@@ -915,6 +970,22 @@ class _Compiler:
                 ("match", "locations"),
                 f"rule `{name}` matches only disabled locations, so it never applies",
             )
+
+
+def _covers(earlier: _Rule, later: _Rule) -> bool:
+    """Does `earlier` match every cart and location `later` matches (SKUs aside)?"""
+    for mine, theirs in (
+        (earlier.countries, later.countries),
+        (earlier.channels, later.channels),
+        (earlier.locations, later.locations),
+    ):
+        if mine is not None and (theirs is None or not theirs <= mine):
+            return False
+    return True
+
+
+def _where(rule: _Rule) -> str:
+    return f"{Path(rule.origin.file or '').name}:{rule.origin.line}"
 
 
 def _origin_of(item: Loaded[Any], rule: str, setting: str) -> Origin:

@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 SIM_PORT ?= 8100
 
-.PHONY: run test lint typecheck unit bench check clean
+.PHONY: run test lint typecheck unit bench check ruletests clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' \
@@ -28,8 +28,9 @@ $(VENV)/.dev-deps: pyproject.toml | $(BIN)/python
 run: $(VENV)/.run-deps
 	$(BIN)/python -m engine demo --host $(HOST) --port $(PORT) --simulator-port $(SIM_PORT)
 
-## Everything CI checks: lint, types, the rule files, the tests, and a short benchmark run.
-test: lint typecheck check unit
+## Everything CI checks: lint, types, the rule files and their tests, the tests, and a short
+## benchmark run.
+test: lint typecheck check ruletests unit
 	$(BIN)/python -m pytest benchmarks --benchmark-min-rounds=5 --benchmark-max-time=0.02 \
 		--benchmark-warmup=off --benchmark-columns=min,median,mean,ops,rounds \
 		--benchmark-sort=name --benchmark-json=$(VENV)/benchmark.json
@@ -43,6 +44,10 @@ typecheck: $(VENV)/.dev-deps
 
 check: $(VENV)/.run-deps
 	$(BIN)/python -m engine check rules
+
+## The merchandisers' rule tests (rules/tests/): each cart decided and compared with what it expects.
+ruletests: $(VENV)/.run-deps
+	$(BIN)/python -m engine test rules
 
 unit: $(VENV)/.dev-deps
 	$(BIN)/python -m pytest

@@ -1,8 +1,9 @@
 """The request path in one place: gather availability for a cart, then decide it.
 
 The service and the CLI both call `Checkout`, so `python -m engine decide` answers exactly as
-`POST /v1/allocations` does. The rule set is swapped as a whole (`replace_rules`): a request
-reads `self.rules` once, so it always decides with one consistent rule set.
+`POST /v1/allocations` does. The rule set and the sources built for it are swapped together, as
+one `Live` pair (`replace_rules`): a request reads the pair once, so it always decides with one
+consistent rule set and the sources that go with it, whatever a reload does meanwhile.
 
 Each cart has one time budget for all its sources together: they are asked concurrently, and
 what has not come by the deadline is taken from stale cache entries or is unknown (the rules'
@@ -13,10 +14,11 @@ oldest was.
 from __future__ import annotations
 
 import os
+import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 import msgspec
 
@@ -27,10 +29,14 @@ from engine.errors import FieldError, UnknownReference
 from engine.model import AvailabilityAnswer, Cart, Decision, Freshness
 from engine.policy import RuleSet
 
+if TYPE_CHECKING:
+    from engine.record import Recorder
+
 __all__ = (
     "BUDGET_VARIABLE",
     "DEFAULT_BUDGET_MS",
     "Checkout",
+    "Live",
     "budget_seconds",
     "freshness",
     "utc_now",
@@ -68,6 +74,14 @@ def freshness(availability: Availability) -> Freshness | None:
     return Freshness(stale=availability.stale, oldest_age_ms=round(availability.oldest_age * 1000))
 
 
+class Live(NamedTuple):
+    """The rule set in force and the sources built for it: replaced only as a pair, so a cart
+    never asks sources configured by one rule set about the locations of another."""
+
+    rules: RuleSet
+    sources: tuple[Source, ...]
+
+
 class Checkout:
     """Decides carts against a rule set and a set of availability sources, each cart within
     `budget` seconds of waiting for them."""
@@ -79,11 +93,13 @@ class Checkout:
         clock: Callable[[], datetime] = utc_now,
         *,
         budget: float = DEFAULT_BUDGET_MS / 1000,
+        recorder: Recorder | None = None,
     ) -> None:
-        self.rules = rules
-        self.sources = tuple(sources)
+        self.live = Live(rules, tuple(sources))
         self.clock = clock
         self.budget = budget
+        self.recorder = recorder
+        """Keeps a sample of decisions with their inputs, for `python -m engine simulate`."""
 
     def stats(self) -> dict[str, Any]:
         """Per cached source: cache, coalescing, upstream and breaker counters (JSON-ready)."""
@@ -96,15 +112,25 @@ class Checkout:
             },
         }
 
-    def replace_rules(self, rules: RuleSet) -> None:
-        self.rules = rules
+    @property
+    def rules(self) -> RuleSet:
+        return self.live.rules
+
+    @property
+    def sources(self) -> tuple[Source, ...]:
+        return self.live.sources
+
+    def replace_rules(self, rules: RuleSet, sources: Sequence[Source] | None = None) -> None:
+        """Put `rules` in force, with `sources` built for them (None: keep the current ones).
+        One assignment: carts being decided keep the pair they started with."""
+        self.live = Live(rules, self.live.sources if sources is None else tuple(sources))
 
     async def allocate(self, cart: Cart, *, explain: bool = False) -> Decision:
         """Gather what the cart's lines may draw on, then decide. Only locations that may serve
         a line are asked about it: a line denied by a rule, or a SKU no location of a source
         may send to the destination, costs no upstream call."""
         deadline = time.monotonic() + self.budget
-        rules = self.rules
+        rules, sources = self.live
         if cart.pickup_location is not None and cart.pickup_location not in rules.location_by_id:
             raise UnknownReference(
                 f"there is no location `{cart.pickup_location}` to collect from",
@@ -123,17 +149,24 @@ class Checkout:
                 where = {cand.location.id for cand in lr.candidates}
             serving.setdefault(line.sku, set()).update(where)
         availability = await gather(
-            serving, self.sources, rules.location_ids, serving, deadline=deadline
+            serving, sources, rules.location_ids, serving, deadline=deadline
         )
-        decision = decide(cart, availability, rules, self.clock(), explain=explain)
+        now = self.clock()
+        decision = decide(cart, availability, rules, now, explain=explain)
         fresh = freshness(availability)
-        return decision if fresh is None else msgspec.structs.replace(decision, freshness=fresh)
+        if fresh is not None:
+            decision = msgspec.structs.replace(decision, freshness=fresh)
+        recorder = self.recorder
+        # The draw comes first: an unsampled cart pays for nothing else.
+        if recorder is not None and random.random() < recorder.sample:  # noqa: S311 - sampling
+            recorder.record(cart, availability, decision, now)
+        return decision
 
     async def availability(
         self, skus: Sequence[str], country: str, channel: str | None = None
     ) -> AvailabilityAnswer:
         deadline = time.monotonic() + self.budget
-        rules = self.rules
+        rules, sources = self.live
         wanted = list(dict.fromkeys(skus))
         serving: dict[str, set[str]] = {}
         for sku in wanted:
@@ -142,7 +175,7 @@ class Checkout:
                 if lr.deny is None and lr.not_shippable is None:
                     serving[sku] = {cand.location.id for cand in lr.candidates}
         availability = await gather(
-            serving, self.sources, rules.location_ids, serving, deadline=deadline
+            serving, sources, rules.location_ids, serving, deadline=deadline
         )
         now = self.clock()
         return AvailabilityAnswer(

@@ -1,4 +1,4 @@
-"""Command line: `python -m engine check|decide|serve|simulator`.
+"""Command line: `python -m engine check|test|decide|serve|simulator`.
 
 `decide` goes through `Checkout`, the same path as the service, so a cart decided here is decided
 exactly as `POST /v1/allocations` would decide it. Availability comes from a snapshot file
@@ -27,7 +27,17 @@ from engine.errors import AvailabilityFileError, Problem, RequestError, RuleSetE
 from engine.model import Cart, Decision
 from engine.policy import RuleSet, load_folder, load_rule_set
 from engine.policy.compile import compile_files
+from engine.record import RECORD_SAMPLE_VARIABLE, RECORD_VARIABLE, recorder_from
+from engine.reload import (
+    DEFAULT_POLL_INTERVAL,
+    WATCH_VARIABLE,
+    RuleReloader,
+    SourcesFor,
+    keep_sources,
+    watch_enabled,
+)
 from engine.service.problems import decode_error
+from engine.simulate import command as simulate_command
 from engine.sources.snapshot import SnapshotSource
 
 __all__ = ("main",)
@@ -67,6 +77,13 @@ def _check(args: argparse.Namespace) -> int:
     return 1 if warnings and args.strict else 0
 
 
+def _test(args: argparse.Namespace) -> int:
+    """Rule tests: decide each test's cart on its own availability and compare."""
+    from engine.rule_tests import run_folder  # noqa: PLC0415 - keeps the other commands light
+
+    return run_folder(args.rules, name_filter=args.filter)
+
+
 def _load_checkout(
     rules: Path,
     availability: Path | None,
@@ -74,25 +91,29 @@ def _load_checkout(
     upstream: bool,
     now: datetime | None = None,
     budget: float = DEFAULT_BUDGET_MS / 1000,
-) -> tuple[Checkout, str, Callable[[], Awaitable[None]] | None]:
-    """The checkout, where its availability comes from, and what closes its upstream
-    connections (None for a snapshot). Without a snapshot file named, the rules' upstream
-    sources are used when `upstream` is set and the rules have any, else the demo snapshot."""
+) -> tuple[Checkout, str, Callable[[], Awaitable[None]] | None, SourcesFor]:
+    """The checkout, where its availability comes from, what closes its upstream connections
+    (None for a snapshot), and what builds the sources of a reloaded rule set. Without a
+    snapshot file named, the rules' upstream sources are used when `upstream` is set and the
+    rules have any, else the demo snapshot."""
     rule_set = load_rule_set(rules)
     clock = (lambda: now) if now is not None else utc_now
     if availability is None and not (upstream and rule_set.sources):
         availability = DEFAULT_AVAILABILITY
     if availability is not None:
         source = SnapshotSource.from_file(availability, now)
-        return Checkout(rule_set, [source], clock=clock, budget=budget), str(availability), None
-    from engine.sources.upstream import build_sources, new_client  # noqa: PLC0415 - httpx
+        checkout = Checkout(rule_set, [source], clock=clock, budget=budget)
+        return checkout, str(availability), None, keep_sources
+    from engine.sources.upstream import UpstreamSources, new_client  # noqa: PLC0415 - httpx
 
     client = new_client()
-    sources: tuple[Source, ...] = build_sources(rule_set, client)
+    sources_for = UpstreamSources(client)
+    sources: tuple[Source, ...] = sources_for(rule_set)
     origin = "the upstream APIs " + ", ".join(
         f"{s.name} ({s.api})" for s in rule_set.sources if s.location_ids
     )
-    return Checkout(rule_set, sources, clock=clock, budget=budget), origin, client.aclose
+    checkout = Checkout(rule_set, sources, clock=clock, budget=budget)
+    return checkout, origin, client.aclose, sources_for
 
 
 def _budget(args: argparse.Namespace) -> float | None:
@@ -115,13 +136,13 @@ def _decide(args: argparse.Namespace) -> int:
         error = decode_error(exc)
         print(f"{args.cart}: {error.detail}", file=sys.stderr)
         return 2
-    checkout, _, close = _load_checkout(
+    checkout, _, close, _ = _load_checkout(
         args.rules, args.availability, upstream=args.upstream, now=args.now, budget=budget
     )
 
     async def run() -> Decision:
         try:
-            return await checkout.allocate(cart, explain=args.explain)
+            return await checkout.allocate(cart, explain=args.explain or args.format == "text")
         finally:
             if close is not None:
                 await close()
@@ -132,6 +153,11 @@ def _decide(args: argparse.Namespace) -> int:
         fields = "; ".join(f"{e.field}: {e.message}" for e in exc.errors)
         print(f"{args.cart}: {exc.detail}" + (f" ({fields})" if fields else ""), file=sys.stderr)
         return 2
+    if args.format == "text":
+        from engine.explain_text import render  # noqa: PLC0415 - only the text format needs it
+
+        sys.stdout.write(render(decision, cart))
+        return 0
     sys.stdout.buffer.write(msgspec.json.format(msgspec.json.encode(decision), indent=2) + b"\n")
     return 0
 
@@ -144,23 +170,52 @@ def _serve(args: argparse.Namespace) -> int:
     budget = _budget(args)
     if budget is None:
         return 2
-    checkout, origin, close = _load_checkout(
+    if args.watch_interval <= 0:
+        print("--watch-interval must be above 0 seconds", file=sys.stderr)
+        return 2
+    try:
+        recorder = recorder_from(args.record, args.record_sample)
+    except ValueError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    checkout, origin, close, sources_for = _load_checkout(
         args.rules, args.availability, upstream=True, budget=budget
     )
+    closers = [close] if close is not None else []
+    if recorder is not None:
+        checkout.recorder = recorder
+        recorder.start()
+        closers.append(recorder.aclose)
     # One line per upstream request at INFO would drown the service's own log.
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    app = create_app(checkout, on_shutdown=[close] if close is not None else [])
+    watch = watch_enabled(args.watch)
+    reloader = RuleReloader(
+        args.rules,
+        checkout,
+        sources_for=sources_for,
+        watch=watch,
+        poll_interval=args.watch_interval,
+    )
+    app = create_app(checkout, on_shutdown=closers, reloader=reloader)
     base = f"http://{args.host}:{args.port}"
+    also = (["on every edit"] if watch else []) + (
+        [f"on kill -HUP {os.getpid()}"] if hasattr(signal, "SIGHUP") else []
+    )
     print(
         f"Serving rule set {checkout.rules.id} from {args.rules}/ with availability from "
         f"{origin}, within {round(budget * 1000)} ms per cart\n"
         f"  {base}/v1/allocations   (POST a cart)\n"
         f"  {base}/v1/sources       (cache, upstream and breaker counters)\n"
+        f"  {base}/v1/rules/reload  (POST: reload {args.rules}/"
+        + "".join(f"; also {what}" for what in also)
+        + ")\n"
         f"  {base}/schema           (OpenAPI)\n"
         f"Try:\n  curl -s -X POST {base}/v1/allocations -H 'content-type: application/json' "
         """-d '{"country": "IE", "lines": [{"sku": "TEE-BLK-M", "quantity": 2}]}'\n""",
         flush=True,
     )
+    if recorder is not None:
+        print(f"Recording {recorder.sample:.0%} of decisions to {recorder.path}", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
     return 0
 
@@ -214,6 +269,53 @@ def _demo(args: argparse.Namespace) -> int:
             simulator.kill()
 
 
+def _simulate(args: argparse.Namespace) -> int:
+    """Decide recorded carts under the live rules and a candidate; report what changes."""
+    return simulate_command(
+        carts=args.carts,
+        candidate=args.rules,
+        live=args.live,
+        availability=args.availability,
+        default_availability=DEFAULT_AVAILABILITY,
+        show=args.show,
+        output=args.format,
+        now=args.now,
+        out=sys.stdout,
+        err=sys.stderr,
+    )
+
+
+def _show(text: str) -> int | None:
+    """`--show N` or `--show all` (None)."""
+    if text == "all":
+        return None
+    try:
+        number = int(text)
+    except ValueError:
+        number = -1
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"a number of carts or `all`, not {text!r}")
+    return number
+
+
+def _record_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--record",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help=f"append sampled decisions, with their availability, to this JSON lines file for "
+        f"`simulate` (default: ${RECORD_VARIABLE}; off when unset)",
+    )
+    parser.add_argument(
+        "--record-sample",
+        type=float,
+        default=None,
+        metavar="RATE",
+        help=f"share of decisions recorded, 0 to 1 (default: ${RECORD_SAMPLE_VARIABLE}, else 1)",
+    )
+
+
 def _budget_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--budget-ms",
@@ -221,6 +323,23 @@ def _budget_option(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="time one cart may wait for availability, all sources together "
         f"(default: ${BUDGET_VARIABLE}, else {DEFAULT_BUDGET_MS})",
+    )
+
+
+def _watch_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--watch",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="reload the rules when a file in the folder changes "
+        f"(default: on; {WATCH_VARIABLE}=0 turns it off)",
+    )
+    parser.add_argument(
+        "--watch-interval",
+        type=float,
+        default=DEFAULT_POLL_INTERVAL,
+        metavar="SECONDS",
+        help=f"how often to look at the rules folder (default: {DEFAULT_POLL_INTERVAL:g})",
     )
 
 
@@ -232,6 +351,13 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("rules", nargs="?", type=Path, default=DEFAULT_RULES)
     check.add_argument("--strict", action="store_true", help="fail on warnings too")
     check.set_defaults(func=_check)
+
+    test = sub.add_parser(
+        "test", help="run the rule tests in <rules>/tests/; exit 1 on any failure"
+    )
+    test.add_argument("rules", nargs="?", type=Path, default=DEFAULT_RULES)
+    test.add_argument("--filter", default=None, help="only the tests whose name contains this text")
+    test.set_defaults(func=_test)
 
     decide = sub.add_parser("decide", help="decide a cart from a JSON file ('-' for stdin)")
     decide.add_argument("cart")
@@ -248,6 +374,12 @@ def _parser() -> argparse.ArgumentParser:
         help="ask the upstream APIs the rules configure (sources.yaml) instead of a snapshot",
     )
     decide.add_argument("--explain", action="store_true")
+    decide.add_argument(
+        "--format",
+        choices=("json", "text"),
+        default="json",
+        help="json (default), or text: the explanation for people (implies --explain)",
+    )
     _budget_option(decide)
     decide.add_argument(
         "--now",
@@ -269,6 +401,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--log-level", default="info")
     _budget_option(serve)
+    _watch_options(serve)
+    _record_options(serve)
     serve.set_defaults(func=_serve)
 
     demo = sub.add_parser(
@@ -280,7 +414,49 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--rules", type=Path, default=DEFAULT_RULES)
     demo.add_argument("--log-level", default="info")
     _budget_option(demo)
+    _watch_options(demo)
+    _record_options(demo)
     demo.set_defaults(func=_demo)
+
+    simulate = sub.add_parser(
+        "simulate",
+        help="decide recorded carts under the live rules and a candidate; show what changes",
+    )
+    simulate.add_argument(
+        "--carts",
+        type=Path,
+        required=True,
+        help="JSON lines: decisions recorded by `serve --record`, or bare carts",
+    )
+    simulate.add_argument("--rules", type=Path, required=True, help="the candidate rules folder")
+    simulate.add_argument(
+        "--live",
+        type=Path,
+        default=DEFAULT_RULES,
+        help=f"the live rules (default: {DEFAULT_RULES})",
+    )
+    simulate.add_argument(
+        "--availability",
+        type=Path,
+        default=None,
+        help=f"a snapshot for bare carts (default: {DEFAULT_AVAILABILITY}) and, when given, for "
+        "stock a recording does not hold (else unknown)",
+    )
+    simulate.add_argument(
+        "--show",
+        type=_show,
+        default=20,
+        metavar="N|all",
+        help="changed carts shown in detail, with the rules responsible (default: 20)",
+    )
+    simulate.add_argument("--format", choices=("text", "json"), default="text")
+    simulate.add_argument(
+        "--now",
+        type=datetime.fromisoformat,
+        default=None,
+        help="the time bare carts are decided at (default: now); recorded ones keep theirs",
+    )
+    simulate.set_defaults(func=_simulate)
 
     sub.add_parser(
         "simulator",

@@ -467,7 +467,8 @@ CASES = [
           country: IE
         """,
         (1, 1),
-        f"a rule file must be a mapping of sections ({SECTIONS})",
+        f"a rule file must be a mapping of sections ({SECTIONS}): write `locations:` above the "
+        "list and indent it under that line",
         id="file-is-a-list",
     ),
     pytest.param(
@@ -487,7 +488,8 @@ CASES = [
             max_quantity: 2
         """,
         (2, 5),
-        "rule `lamps` is missing `match`",
+        "rule `lamps` is missing `match`: add `match:` with what the rule applies to, for "
+        "example `match: {tags: [home]}` (`match: {}` for every line)",
         id="rule-without-match",
     ),
     pytest.param(
@@ -609,10 +611,10 @@ def test_invalid_yaml_is_one_located_error() -> None:
             max_quantity: 2
         """
     )
-    assert where(problem) == ("broken.yaml", 4, 5)
+    assert where(problem) == ("broken.yaml", 3, 12)
     assert problem.message == (
-        "not valid YAML: did not find expected ',' or '}' (while parsing a flow mapping that "
-        "starts on line 3: is a bracket left open?)"
+        "not valid YAML: this `{` is never closed: end the mapping with `}` (line 4 was read as "
+        "still inside it)"
     )
 
 
@@ -625,7 +627,29 @@ def test_invalid_yaml_names_the_unclosed_brace() -> None:
             max_quantity: 2
         """
     )
-    assert "line 3" in problem.message
+    assert problem.line == 3  # where the `{` was opened, not where the parser gave up
+    assert "never closed" in problem.message
+
+
+def test_a_bracket_open_at_the_end_of_the_file_is_located_where_it_opens() -> None:
+    problem = only_error("country_groups:\n  - name: eu\n    countries: [IE, FR,\n        DE\n")
+    assert where(problem) == ("broken.yaml", 3, 16)
+    assert problem.message == (
+        "not valid YAML: this `[` is never closed: end the list with `]` (the file ended inside it)"
+    )
+
+
+def test_invalid_yaml_inside_a_closed_list_is_located_where_it_is_found() -> None:
+    problem = only_error(
+        """        country_groups:
+          - name: eu
+            countries: [IE, FR,
+                        DE, AT: x: y]
+        """
+    )
+    assert where(problem) == ("broken.yaml", 4, 26)
+    assert problem.message.startswith("not valid YAML: did not find expected ',' or ']'")
+    assert "starts on line 3" in problem.message
 
 
 def test_tab_indentation_is_located() -> None:
@@ -835,9 +859,17 @@ def test_skus_and_tags_that_never_meet_is_a_warning() -> None:
     )
 
 
-@pytest.mark.parametrize("text", ["", "# rules to come\n", "\n\n"])
-def test_empty_file_is_fine(text: str) -> None:
-    assert load(text).warnings == ()
+def test_a_file_of_comments_is_fine() -> None:
+    assert load("# rules to come\n").warnings == ()
+
+
+@pytest.mark.parametrize("text", ["", "\n\n"])
+def test_an_empty_file_is_refused(text: str) -> None:
+    """An emptied file (or one caught while an editor was still writing it) never loads as a
+    rule set without its rules."""
+    problem = only_error(text)
+    assert where(problem) == ("broken.yaml", 1, 1)
+    assert problem.message.startswith("the file is empty: write its sections back")
 
 
 # --- many errors in one run -------------------------------------------------------------------

@@ -23,7 +23,7 @@ import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from engine.countries import COUNTRY_CODES
+from engine.countries import COUNTRY_CODES, MISTAKEN_CODES
 from engine.errors import Problem, Severity, split_validation_message
 from engine.model import ReasonCode
 from engine.policy.schema import (
@@ -38,7 +38,17 @@ from engine.policy.schema import (
     UpstreamApi,
 )
 
-__all__ = ("Loaded", "LoadedFiles", "SourceMap", "load_folder", "load_texts", "rule_files")
+__all__ = (
+    "Loaded",
+    "LoadedFiles",
+    "SourceMap",
+    "convert_located",
+    "load_folder",
+    "load_texts",
+    "read_yaml",
+    "rule_files",
+    "suggest",
+)
 
 Path_ = tuple[str | int, ...]
 T = TypeVar("T")
@@ -162,14 +172,17 @@ class _Builder:
         if id(node) in self._seen:
             # An alias: the same node reached twice. Refused, which also stops a file that
             # refers to itself, or one that multiplies itself ("billion laughs"), at once.
-            line, column = self.source.values[path].line, self.source.values[path].column
+            anchored = self.source.values[path]
+            used = self.source.keys.get(path)  # the key the alias is the value of, if any
+            where = used or anchored
+            repeats = f" (this repeats the value from line {anchored.line})" if used else ""
             self.problems.append(
                 Problem(
                     self.source.file,
-                    line,
-                    column,
+                    where.line,
+                    where.column,
                     "anchors and aliases (`&name`, `*name`) are not supported in rule files: "
-                    "write the value out where it is needed",
+                    f"write the value out where it is needed{repeats}",
                 )
             )
             self.source.unbuildable.add(path)
@@ -236,6 +249,39 @@ class _Builder:
         return Problem(self.source.file, line, column, message)
 
 
+_KEY_OR_ITEM: Final = re.compile(r"\s*(?:- |-$|[\w.-]+\s*:(?:\s|$))")
+_CLOSER: Final = {"[": ("]", "list"), "{": ("}", "mapping")}
+
+
+def _unclosed(file: str, lines: list[str], opened: yaml.Mark, stopped: yaml.Mark) -> Problem | None:
+    """A `[` or `{` left open is reported where it was opened (where the fix goes), not where
+    the parser gave up: that is when the bracket's own line opens more than it closes and the
+    parser stopped at the next key or list item, or at the end of the file."""
+    if opened.line >= len(lines):
+        return None
+    rest = lines[opened.line][opened.column :]
+    opener = rest[:1]
+    if opener not in _CLOSER:
+        return None
+    closer, kind = _CLOSER[opener]
+    at_end = stopped.line >= len(lines)
+    if rest.count(opener) <= rest.count(closer) or not (
+        at_end or _KEY_OR_ITEM.match(lines[stopped.line])
+    ):
+        return None
+    return Problem(
+        file,
+        opened.line + 1,
+        opened.column + 1,
+        f"not valid YAML: this `{opener}` is never closed: end the {kind} with `{closer}` "
+        + (
+            "(the file ended inside it)"
+            if at_end
+            else f"(line {stopped.line + 1} was read as still inside it)"
+        ),
+    )
+
+
 def _parse_yaml(text: str, source: SourceMap) -> tuple[Any, list[Problem]]:
     try:
         root = yaml.compose(text, Loader=_COMPOSER)
@@ -253,6 +299,8 @@ def _parse_yaml(text: str, source: SourceMap) -> tuple[Any, list[Problem]]:
             and exc.context_mark is not None
             and exc.context_mark.line != mark.line
         ):
+            if unclosed := _unclosed(source.file, lines, exc.context_mark, mark):
+                return None, [unclosed]
             opened = exc.context_mark.line + 1
             advice = "is a bracket left open?" if "flow" in exc.context else "check the indentation"
             hint = f" ({exc.context} that starts on line {opened}: {advice})"
@@ -292,6 +340,10 @@ def _name_the_key(at: str, value: Any) -> str:
 
 
 def _suggest(word: str, choices: list[str] | tuple[str, ...]) -> str:
+    meant = MISTAKEN_CODES.get(word.upper())
+    if meant is not None and meant[0] in choices:
+        # `UK`, `IRL`: spelling is no guide (difflib offers `UA`, `IR`); say which code is meant.
+        return f" (did you mean `{meant[0]}`? {meant[1]})"
     close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
     return f" (did you mean `{close[0]}`?)" if close else ""
 
@@ -314,6 +366,12 @@ _MAPPING_EXAMPLES: Final = {
     "match": "`match: {tags: [home]}`",
     "deny": "`deny: {message: ...}`",
 }
+_MISSING_EXAMPLES: Final = {
+    "match": "`match:` with what the rule applies to, for example `match: {tags: [home]}` "
+    "(`match: {}` for every line)",
+    "country": "`country:` with the location's ISO 3166-1 alpha-2 code, for example `IE`",
+    "countries": "`countries:` with a list of ISO 3166-1 alpha-2 codes, for example `[IE, GB]`",
+}
 _TYPE_WORDS: Final = {
     "int": "a whole number",
     "str": "text",
@@ -322,6 +380,7 @@ _TYPE_WORDS: Final = {
     "object": "a mapping of keys to values",
     "null": "empty",
     "float": "a number",
+    "datetime": "a date and time (ISO 8601, for example `2026-01-01T12:00:00Z`)",
 }
 
 
@@ -345,7 +404,13 @@ def _raw(source: SourceMap, path: Path_) -> str | None:
 
 
 def _translate(
-    error: msgspec.ValidationError, source: SourceMap, base: Path_, noun: str, value: Any = None
+    error: msgspec.ValidationError,
+    source: SourceMap,
+    base: Path_,
+    noun: str,
+    value: Any = None,
+    *,
+    root: type[Any] | None = None,
 ) -> Problem:
     message, at = split_validation_message(str(error))
     if at and "[...]" in at:
@@ -356,14 +421,15 @@ def _translate(
 
     if m := re.match(r"Object contains unknown field `(.+)`", message):
         key = m[1]
-        target = _target_type(base, rel)
+        target = _target_type(base, rel) if root is None else _walk(root, rel)
         allowed = list(getattr(target, "__struct_fields__", ()))
         sentence = f"unknown key `{key}` in {_describe(rel, noun)}{_suggest(key, allowed)}"
         if allowed:
             sentence += "; allowed keys: " + ", ".join(allowed)
         return source.problem((*path, key), sentence, key=True)
     if m := re.match(r"Object missing required field `(.+)`", message):
-        return source.problem(path, f"{_describe(rel, noun)} is missing `{m[1]}`")
+        example = _MISSING_EXAMPLES.get(m[1], f"`{m[1]}: ...`")
+        return source.problem(path, f"{_describe(rel, noun)} is missing `{m[1]}`: add {example}")
     raw = _raw(source, path)
     node = source.scalars.get(path)
     if m := re.match(r"Expected `(.+?)`, got `(.+?)`$", message):
@@ -427,7 +493,7 @@ def _translate(
     if re.match(r"Expected `array` of length >= 1", message):
         return source.problem(path, f"{name} needs at least one entry")
     if re.match(r"Expected `str` matching regex", message):
-        if "channels" in rel:
+        if "channels" in rel or rel[-1:] == ("channel",):
             return source.problem(
                 path,
                 f"`{raw}` is not a valid channel: use lower-case letters, digits, `-` and `_`, "
@@ -460,7 +526,7 @@ def _enum_sentence(rel: Path_, value: str) -> str:
             f"`{value}` is not a routing criterion{_suggest(value, CRITERIA)}; use one of: "
             + ", ".join(CRITERIA)
         )
-    if last == "code":
+    if last in {"code", "reasons"}:
         codes = [c.value for c in ReasonCode]
         if value.upper() in codes:
             return f"`{value}`: write reason codes in capitals (`{value.upper()}`)"
@@ -482,6 +548,9 @@ _ALLOWED_WORDS: Final[dict[str, tuple[str, ...]]] = {
     "api": typing.get_args(UpstreamApi),
     "lookup": ("product_id", "external_reference_id"),
     "array_style": ("repeat", "comma", "brackets"),
+    # Rule tests (engine.rule_tests) state expected decisions in the API's words.
+    "decision": ("allocate", "reserve", "deny"),
+    "status": ("allocated", "reserved", "denied"),
 }
 
 
@@ -507,7 +576,7 @@ def _choices(rel: Path_) -> str | None:
         return "deny, reserve or allocate"
     if "criteria" in names:
         return ", ".join(CRITERIA)
-    if last == "code":
+    if last in {"code", "reasons"}:
         return ", ".join(c.value for c in ReasonCode)
     return None
 
@@ -520,6 +589,11 @@ def _target_type(base: Path_, rel: Path_) -> type[Any] | None:
         current = DefaultsSpec
     if not base:
         current = RuleFileSpec
+    return _walk(current, rel)
+
+
+def _walk(current: Any, rel: Path_) -> type[Any] | None:
+    """The struct `rel` points into from the struct `current` (None: not a struct)."""
     for part in rel:
         if current is None:
             return None
@@ -589,16 +663,26 @@ def load_texts(texts: list[tuple[str, str]]) -> LoadedFiles:
 
 def _load_one(name: str, text: str, loaded: LoadedFiles) -> None:
     source = SourceMap(file=name)
+    if not text.strip():
+        # Never a rule set without this file's rules: an emptied file, or one caught while an
+        # editor was still writing it, is refused (the live rules stay; the next save reloads).
+        loaded.problems.append(
+            source.problem(
+                (),
+                "the file is empty: write its sections back (" + ", ".join(_TOP_LEVEL) + "), "
+                "or delete the file if it is not needed",
+            )
+        )
+        return
     value, problems = _parse_yaml(text, source)
     loaded.problems.extend(problems)
     if value is None:
         return
     if not isinstance(value, dict):
-        loaded.problems.append(
-            source.problem(
-                (), "a rule file must be a mapping of sections (" + ", ".join(_TOP_LEVEL) + ")"
-            )
-        )
+        sentence = "a rule file must be a mapping of sections (" + ", ".join(_TOP_LEVEL) + ")"
+        if section := _section_of_list(value):
+            sentence += f": write `{section}:` above the list and indent it under that line"
+        loaded.problems.append(source.problem((), sentence))
         return
     for key, section in value.items():
         if key not in _TOP_LEVEL:
@@ -624,6 +708,23 @@ def _load_one(name: str, text: str, loaded: LoadedFiles) -> None:
             spec = _convert(item, _SECTION_TYPES[key], source, path, noun, loaded)
             if spec is not None:
                 getattr(loaded, key).append(Loaded(spec, source, path))
+
+
+_TELLING_KEYS: Final = (
+    ("sku", "catalog"),
+    ("match", "rules"),
+    ("id", "locations"),
+    ("api", "sources"),
+    ("countries", "country_groups"),
+)
+
+
+def _section_of_list(value: Any) -> str | None:
+    """The section a file that is a bare list was meant to be, from its first item's keys."""
+    first = value[0] if isinstance(value, list) and value else None
+    if not isinstance(first, dict):
+        return None
+    return next((section for key, section in _TELLING_KEYS if key in first), None)
 
 
 def _items(
@@ -676,3 +777,34 @@ def _note_broken(value: Any, path: Path_, loaded: LoadedFiles) -> None:
         name = value.get(_SECTION_KEY[section])
         if isinstance(name, str):
             loaded.broken.setdefault(section, set()).add(name)
+
+
+# --- for other YAML files read the same way (rule tests) ----------------------------------------
+
+
+def read_yaml(name: str, text: str) -> tuple[Any, SourceMap, list[Problem]]:
+    """Plain values from YAML text, where each value and key stands, and the problems found:
+    other files merchandisers write (rule tests) are read and reported like rule files."""
+    source = SourceMap(file=name)
+    value, problems = _parse_yaml(text, source)
+    return value, source, problems
+
+
+def convert_located(
+    value: Any, spec: type[T], source: SourceMap, path: Path_, noun: str, *, root: type[Any]
+) -> tuple[T | None, Problem | None]:
+    """`value` (read from `source` at `path`) as a `spec`, or the problem that stops it, as a
+    `file:line:column` sentence about `noun`; `root` is the struct `path` points at, so an
+    unknown key is answered with the keys it allows. A value YAML could not build was already
+    reported: None, None."""
+    if any(bad[: len(path)] == path for bad in source.unbuildable):
+        return None, None
+    try:
+        return msgspec.convert(value, spec, strict=True), None
+    except msgspec.ValidationError as exc:
+        return None, _translate(exc, source, path, noun, value, root=root)
+
+
+def suggest(word: str, choices: list[str] | tuple[str, ...]) -> str:
+    """` (did you mean `x`?)` for the closest of `choices`, or nothing."""
+    return _suggest(word, choices)

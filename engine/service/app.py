@@ -8,21 +8,34 @@ so the generated OpenAPI still describes the `Cart` struct. Handlers are closure
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Final
 
 import msgspec
 from litestar import Litestar, MediaType, Response, get, post
 from litestar.dto import MsgspecDTO
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.spec import Reference, Schema
+from litestar.openapi.spec import (
+    OpenAPIMediaType,
+    OpenAPIResponse,
+    OpenAPIType,
+    Operation,
+    Reference,
+    Schema,
+)
 from litestar.params import Body, QueryParameter
 from litestar.typing import FieldDefinition
 
 from engine import __version__
 from engine.checkout import Checkout
 from engine.countries import CountryCode
+from engine.errors import FieldError, InvalidRequest
+from engine.explain_text import render
 from engine.model import CHANNEL_PATTERN, MAX_LINES, AvailabilityAnswer, Cart, Decision, Sku
+from engine.reload import RuleReloader
+from engine.service.admin import rule_admin_handlers
 from engine.service.problems import MAX_BODY_BYTES, decode_error, exception_handlers
+from engine.service.simulate import simulate_handler
 
 if TYPE_CHECKING:
     from litestar._openapi.schema_generation import SchemaCreator
@@ -49,14 +62,55 @@ class StrictDTO(MsgspecDTO[Cart]):
         return schema_creator.for_field_definition(FieldDefinition.from_annotation(Cart))
 
 
+_EXPLAIN_VALUES: Final = ("false", "true", "text")
+_EXPLAIN_MODES: Final[dict[str, str | None]] = {
+    "false": None,
+    "0": None,
+    "true": "json",
+    "1": "json",
+    "text": "text",
+}
+"""`explain` as a boolean (as before: `true`/`false`/`1`/`0`, any case) or `text`."""
+
+
+def _explain_mode(value: str) -> str | None:
+    """What `?explain=` asks for: None, `json` or `text`; anything else is a 400 naming it."""
+    try:
+        return _EXPLAIN_MODES[value.lower()]
+    except KeyError:
+        message = "use true, false or text"
+        raise InvalidRequest(
+            f"explain: `{value}` is not an explain option; {message}",
+            (FieldError("explain", message),),
+        ) from None
+
+
+@dataclass
+class _DecisionOperation(Operation):
+    """The decision's OpenAPI operation: a 200 is JSON, or plain text with `explain=text`."""
+
+    def __post_init__(self) -> None:
+        ok = (self.responses or {}).get("200")
+        if isinstance(ok, OpenAPIResponse) and ok.content is not None:
+            ok.content[MediaType.TEXT.value] = OpenAPIMediaType(
+                schema=Schema(
+                    type=OpenAPIType.STRING,
+                    description="The decision explained for people (`explain=text`)",
+                )
+            )
+
+
 def create_app(
     checkout: Checkout,
     *,
     debug: bool = False,
     on_shutdown: Sequence[Callable[[], Awaitable[Any]]] = (),
+    reloader: RuleReloader | None = None,
 ) -> Litestar:
     """Build the app around one `Checkout` (its rule set may be replaced while running).
-    `on_shutdown` closes what the checkout's sources hold open (the upstream HTTP client)."""
+    `on_shutdown` closes what the checkout's sources hold open (the upstream HTTP client).
+    With a `reloader` (the checkout's rules folder) the rules reload on file edits, SIGHUP and
+    `POST /v1/rules/reload`, and `GET /v1/rules/history` lists the loads."""
 
     @post(
         "/v1/allocations",
@@ -66,14 +120,28 @@ def create_app(
         summary="Decide a cart",
         description="Allocate, reserve or deny each line of a cart, with reasons. "
         "`explain=true` adds, per line, every location considered and the rule behind "
-        "each setting.",
+        "each setting; `explain=text` answers the same explanation as plain text "
+        "(`text/plain`), for people.",
         tags=["decisions"],
+        operation_class=_DecisionOperation,
     )
     async def allocations(
         data: Annotated[Cart, Body(title="Cart", description="The lines and where they go")],
-        explain: Annotated[bool, QueryParameter(description="Add explanations")] = False,
-    ) -> Decision:
-        return await checkout.allocate(data, explain=explain)
+        explain: Annotated[
+            str,
+            QueryParameter(
+                description="`true`: add explanations to the JSON; `text`: answer the "
+                "explanation as plain text; `false` (default): no explanation",
+                schema_extra={"enum": list(_EXPLAIN_VALUES)},
+            ),
+        ] = "false",
+    ) -> Response[Decision]:
+        mode = _explain_mode(explain)
+        decision = await checkout.allocate(data, explain=mode is not None)
+        if mode == "text":
+            text: Response[Any] = Response(render(decision, data), media_type=MediaType.TEXT)
+            return text
+        return Response(decision)
 
     @get(
         "/v1/availability",
@@ -95,7 +163,10 @@ def create_app(
 
     @get("/v1/rules", summary="The active rule set", tags=["rules"])
     async def rules() -> Response[bytes]:
-        return Response(msgspec.json.encode(checkout.rules.describe()), media_type=MediaType.JSON)
+        body = checkout.rules.describe()
+        if reloader is not None:
+            body.update(reloader.status())  # loaded_at; last_rejected while a bad edit stands
+        return Response(msgspec.json.encode(body), media_type=MediaType.JSON)
 
     @get(
         "/v1/sources",
@@ -109,11 +180,14 @@ def create_app(
     async def health() -> dict[str, str]:
         return {"status": "ok", "rule_set": checkout.rules.id}
 
+    simulate_rules = simulate_handler(checkout)  # admin; its own, larger body limit
     return Litestar(
-        route_handlers=[allocations, availability, rules, sources, health],
+        route_handlers=[allocations, availability, rules, sources, health, simulate_rules]
+        + (rule_admin_handlers(reloader) if reloader is not None else []),
         exception_handlers=exception_handlers,
         request_max_body_size=MAX_BODY_BYTES,
-        on_shutdown=list(on_shutdown),
+        on_startup=[reloader.start] if reloader is not None else [],
+        on_shutdown=([reloader.stop] if reloader is not None else []) + list(on_shutdown),
         openapi_config=OpenAPIConfig(
             title="Checkout allocation engine", version=__version__, path="/schema"
         ),

@@ -14,6 +14,7 @@ from typing import Any, Final
 import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.handlers import HTTPRouteHandler
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from engine.errors import (
@@ -134,13 +135,24 @@ def _validation_error(request: Request[Any, Any, Any], exc: ValidationException)
     )
 
 
+def _body_limit_words(request: Request[Any, Any, Any]) -> str:
+    """What the 413 says was exceeded: a route may take more than a cart (a simulation)."""
+    handler = request.scope.get("route_handler")
+    limit = (
+        handler.resolve_request_max_body_size() if isinstance(handler, HTTPRouteHandler) else None
+    )
+    if limit is None or limit == MAX_BODY_BYTES:
+        return f"the {MAX_BODY_KIB} KiB a cart may take"
+    return f"the {limit // 1024} KiB this route takes"
+
+
 def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
     if exc.status_code == PayloadTooLarge.status:
         return problem_response(
             request,
             PayloadTooLarge.status,
             PayloadTooLarge.title,
-            f"the body is larger than the {MAX_BODY_KIB} KiB a cart may take",
+            f"the body is larger than {_body_limit_words(request)}",
             PayloadTooLarge.type_uri,
         )
     return problem_response(

@@ -6,7 +6,7 @@ benchmarks use: no I/O after loading, so every decision over it is reproducible.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
@@ -18,7 +18,7 @@ from engine.availability.record import StockRecord
 from engine.availability.source import SourceAnswer
 from engine.errors import AvailabilityFileError
 
-__all__ = ("SnapshotSource", "load_snapshot")
+__all__ = ("SnapshotEntry", "SnapshotSource", "load_snapshot", "records_from")
 
 Count = Annotated[int, Meta(ge=0)]
 
@@ -76,6 +76,12 @@ def _normalise(entry: SnapshotEntry, loaded_at: datetime) -> StockRecord:
         restock_time=restock,
         updated_time=_utc(entry.updated_time) or loaded_at,
     )
+
+
+def records_from(entries: Iterable[SnapshotEntry], now: datetime) -> tuple[StockRecord, ...]:
+    """The normalised records of snapshot entries, relative restock times anchored at `now`:
+    for availability written in the snapshot format outside a snapshot file (rule tests)."""
+    return tuple(_normalise(entry, now) for entry in entries)
 
 
 def load_snapshot(path: Path, now: datetime | None = None) -> tuple[StockRecord, ...]:

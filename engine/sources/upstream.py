@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated
 
@@ -34,7 +34,15 @@ from engine.sources.dr_levels import ARRAY_STYLES, ArrayStyle, DigitalRiverLevel
 from engine.sources.dr_shopper import DigitalRiverShopper
 from engine.sources.shoplazza import Shoplazza
 
-__all__ = ("Connection", "build_sources", "cached", "connections", "env_name", "new_client")
+__all__ = (
+    "Connection",
+    "UpstreamSources",
+    "build_sources",
+    "cached",
+    "connections",
+    "env_name",
+    "new_client",
+)
 
 SECRETS_FILE_VARIABLE = "ENGINE_SECRETS_FILE"
 
@@ -191,3 +199,39 @@ def build_sources(
         for config in rules.sources
         if config.location_ids
     )
+
+
+class UpstreamSources:
+    """Builds the cached adapters of each rule set a reload puts in force. A source whose
+    configuration (in the rules) and connection (URL and token) are unchanged keeps its
+    `CachedSource`, so its cache, breaker and counters carry on warm; only a changed or new
+    source is built afresh. Nothing is closed: a replaced source is simply no longer used, and
+    the carts still deciding with it finish with it (all share one HTTP client)."""
+
+    def __init__(self, client: httpx.AsyncClient, env: Mapping[str, str] | None = None) -> None:
+        self._client = client
+        self._env = env
+        self._built: dict[str, tuple[SourceConfig, tuple[str, str | None], CachedSource]] = {}
+
+    def __call__(self, rules: RuleSet, current: Sequence[Source] = ()) -> tuple[Source, ...]:
+        """The sources for `rules`, reusing those of `current` that nothing changed for.
+        Raises `AvailabilityFileError` when the secrets file cannot be read."""
+        where = connections(rules, self._env)
+        built: dict[str, tuple[SourceConfig, tuple[str, str | None], CachedSource]] = {}
+        for config in rules.sources:
+            if not config.location_ids:
+                continue
+            connection = where[config.name]
+            old = self._built.get(config.name)
+            if (
+                old is not None
+                and old[0] == config
+                and old[1] == connection
+                and any(old[2] is source for source in current)
+            ):
+                built[config.name] = old
+            else:
+                adapter = _adapter(config, self._client, *connection)
+                built[config.name] = (config, connection, cached(config, adapter))
+        self._built = built
+        return tuple(source for _, _, source in built.values())

@@ -1,0 +1,90 @@
+"""Admin routes for the rules: reload them, and see what was loaded when.
+
+These change or reveal what every cart is decided with, so they will need the admin scope once
+API keys exist; there is no authentication yet. A rejected reload is a 422 problem+json listing
+every problem as `{file, line, column, message}` (file named within the rules folder) and the
+rule set that stays live.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import msgspec
+from litestar import MediaType, Request, Response, get, post
+from litestar.handlers import HTTPRouteHandler
+
+from engine.reload import RuleProblem, RuleReloader
+from engine.service.problems import PROBLEM_JSON
+
+__all__ = ("InvalidRules", "rule_admin_handlers")
+
+INVALID_RULES: Final = "/problems/invalid-rules"
+
+
+class InvalidRules(msgspec.Struct, frozen=True):
+    """The problem+json body of a rejected reload (RFC 9457, with two extension members)."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str
+    rule_set: str
+    """The rule set still in force: the rejected files changed nothing."""
+    problems: tuple[RuleProblem, ...]
+
+
+def _line(problem: RuleProblem) -> str:
+    return f"{problem.file}:{problem.line}:{problem.column}: {problem.message}"
+
+
+def rule_admin_handlers(reloader: RuleReloader) -> list[HTTPRouteHandler]:
+    """`POST /v1/rules/reload` and `GET /v1/rules/history`, closures over one reloader.
+    Admin routes: they will need the admin scope once API keys exist (no auth yet)."""
+
+    @post(
+        "/v1/rules/reload",
+        status_code=200,
+        summary="Reload the rules folder (admin)",
+        description="Read, check and compile the rule files; put them in force only when they "
+        "have no errors. 422 (`/problems/invalid-rules`) lists every problem; the live rule set "
+        "is then unchanged. Will need the admin scope once API keys exist.",
+        tags=["rules"],
+    )
+    async def reload_rules(request: Request[Any, Any, Any]) -> Response[bytes]:
+        attempt = await reloader.reload("api")
+        if attempt.outcome == "rejected":
+            errors = [p for p in attempt.problems if p.severity == "error"]
+            first = f", the first: {_line(errors[0])}" if errors else ""
+            body = InvalidRules(
+                type=INVALID_RULES,
+                title="Invalid rules",
+                status=422,
+                detail=f"{len(errors)} error(s) in the rule files{first}. Nothing was "
+                f"changed: rule set {attempt.live} is still live.",
+                instance=request.url.path,
+                rule_set=attempt.live,
+                problems=attempt.problems,
+            )
+            return Response(msgspec.json.encode(body), status_code=422, media_type=PROBLEM_JSON)
+        answer = {
+            "outcome": attempt.outcome,
+            "rule_set": attempt.live,
+            "warnings": [_line(p) for p in attempt.problems],
+        }
+        return Response(msgspec.json.encode(answer), media_type=MediaType.JSON)
+
+    @get(
+        "/v1/rules/history",
+        summary="Rule loads, newest first (admin)",
+        description="Each attempt to load the rules: when (UTC), what triggered it (startup, "
+        f"file, api, signal), the outcome, the rule set id and SHA-256 digest, the files, and "
+        f"the problems of a rejected one. The last {reloader.history.maxlen} are kept. Will "
+        "need the admin scope once API keys exist.",
+        tags=["rules"],
+    )
+    async def rules_history() -> Response[bytes]:
+        return Response(msgspec.json.encode(reloader.newest_first()), media_type=MediaType.JSON)
+
+    return [reload_rules, rules_history]

@@ -1,0 +1,197 @@
+"""`POST /v1/rules/simulate`: `python -m engine simulate` for an admin, over HTTP.
+
+The body gives candidate rule files by name and, optionally, the carts (recorded decisions or
+bare carts); without carts, the service's own recording is read (its last `last` decisions). The
+answer is the report `--format json` prints. Compiling the candidate and simulating run in a
+worker thread, one simulation at a time, so carts go on being decided meanwhile.
+
+A simulation's body carries rule files and thousands of recorded carts, far more than a cart:
+this route takes up to `SIMULATE_MAX_BODY_BYTES`, the others keep their own limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from typing import Annotated, Any, Final, Literal
+
+import msgspec
+from litestar import MediaType, Request, Response, post
+from litestar.handlers import HTTPRouteHandler
+from msgspec import Meta, Struct
+
+from engine.availability import Availability, gather
+from engine.checkout import Checkout
+from engine.errors import FieldError, InvalidRequest, Problem, RuleSetError, Severity
+from engine.policy import RuleSet, load_rule_set_texts
+from engine.service.problems import PROBLEM_JSON, decode_error, problem_response
+from engine.simulate import CartsFileError, Entry, parse_entry, read_carts, simulate
+
+__all__ = ("MAX_CARTS", "SIMULATE_MAX_BODY_BYTES", "SimulateRequest", "simulate_handler")
+
+SIMULATE_MAX_BODY_BYTES: Final = 32 * 1024 * 1024
+"""About 15,000 recorded five-line carts with their availability, or far more bare carts."""
+MAX_CARTS: Final = 100_000
+DEFAULT_LAST: Final = 10_000
+GATHER_SECONDS: Final = 5.0
+"""How long bare carts' availability may take to gather from the service's sources (once for
+all of them); what has not come by then is unknown, as for any cart."""
+_FILE_NAME: Final = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*\.ya?ml$")
+_INVALID_RULES: Final = "/problems/invalid-rules"
+
+
+class SimulateRequest(Struct, frozen=True, forbid_unknown_fields=True):
+    files: Annotated[dict[str, str], Meta(min_length=1, max_length=100)]
+    """Candidate rule files, name -> YAML text; read in name order, as in a folder."""
+    carts: Annotated[list[msgspec.Raw], Meta(max_length=MAX_CARTS)] | None = None
+    """Recorded decisions or bare carts; default: the service's recording."""
+    show: Annotated[int, Meta(ge=0)] | Literal["all"] = 20
+    """Changed carts reported in detail (and explained)."""
+    last: Annotated[int, Meta(ge=1, le=MAX_CARTS)] = DEFAULT_LAST
+    """Without `carts`: how many of the most recent recorded decisions to simulate."""
+
+
+class InvalidCandidate(Struct, frozen=True):
+    """problem+json for candidate rules with errors: every problem, located."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str
+    problems: tuple[Problem, ...]
+
+
+_REQUEST_DECODER: Final = msgspec.json.Decoder(SimulateRequest)
+
+
+class _Prepared(Struct, frozen=True):
+    request: SimulateRequest
+    candidate: RuleSet
+    entries: list[Entry]
+    carts: str
+    name: str
+    """How a cart without a `cart_id` is called: its index in the request, or its line."""
+    read_s: float
+
+
+def _prepare(body: bytes, checkout: Checkout) -> _Prepared:
+    """Decode the body, read the carts, compile the candidate (in a worker thread)."""
+    started = time.perf_counter()
+    try:
+        request = _REQUEST_DECODER.decode(body)
+    except msgspec.DecodeError as exc:
+        raise decode_error(exc) from None
+    for name in request.files:
+        if not _FILE_NAME.match(name):
+            message = "a rule file name is letters, digits, `.`, `-`, `_`, ending in .yaml"
+            raise InvalidRequest(
+                f"$.files: {name!r}: {message}", (FieldError(f"$.files.{name}", message),)
+            )
+    if request.carts is not None:
+        entries = []
+        for index, raw in enumerate(request.carts):
+            try:
+                entries.append(parse_entry(raw, index))
+            except msgspec.DecodeError as exc:
+                error = decode_error(exc)
+                path = f"$.carts[{index}]"
+                fields = tuple(
+                    FieldError(path + e.field.removeprefix("$"), e.message) for e in error.errors
+                )
+                raise InvalidRequest(
+                    "; ".join(f"{f.field}: {f.message}" for f in fields), fields
+                ) from None
+        carts, name = f"the request ({len(entries)} carts)", "carts[{}]"
+    else:
+        recorder = checkout.recorder
+        if recorder is None:
+            message = "no carts given, and the service records none (serve --record FILE)"
+            raise InvalidRequest(f"$.carts: {message}", (FieldError("$.carts", message),))
+        recorder.flush()
+        entries = read_carts(recorder.path, last=request.last)
+        carts, name = f"the recording (its last {len(entries)} decisions)", "line {}"
+    # After the body: a malformed request is a 400 whatever its rules say.
+    candidate = load_rule_set_texts(sorted(request.files.items()))
+    return _Prepared(request, candidate, entries, carts, name, time.perf_counter() - started)
+
+
+def simulate_handler(checkout: Checkout) -> HTTPRouteHandler:
+    """The route, a closure over the service's checkout (its live rules, sources, recorder)."""
+    one_at_a_time = asyncio.Lock()
+
+    @post(
+        "/v1/rules/simulate",
+        status_code=200,
+        request_max_body_size=SIMULATE_MAX_BODY_BYTES,
+        summary="Simulate candidate rules on recorded carts (admin)",
+        description="Decide recorded carts under the live rules and the candidate files given, "
+        "and report how many decisions change and how, then each changed cart with the rules "
+        "responsible: the report of `python -m engine simulate --format json`. Body: "
+        '`{"files": {"rules.yaml": "..."}, "carts": [...], "show": 20}`; without `carts`, the '
+        "service's recording (`serve --record`), its `last` 10,000 decisions. 422 "
+        "(`/problems/invalid-rules`) lists the candidate's problems. Will need the admin scope "
+        "once API keys exist.",
+        tags=["rules"],
+    )
+    async def simulate_rules(request: Request[Any, Any, Any]) -> Response[bytes]:
+        """Admin: will need the admin scope once API keys exist (there is no auth yet)."""
+        body = await request.body()
+        async with one_at_a_time:
+            try:
+                prepared = await asyncio.to_thread(_prepare, body, checkout)
+            except RuleSetError as exc:
+                return _invalid(request, exc)
+            except CartsFileError as exc:
+                return problem_response(
+                    request, 500, "Internal error", f"the recording cannot be read: {exc}"
+                )
+            live, sources = checkout.rules, checkout.sources
+            now = checkout.clock()
+            snapshot: Availability | None = None
+            bare = {
+                line.sku
+                for e in prepared.entries
+                if e.availability is None
+                for line in e.cart.lines
+            }
+            if bare:
+                locations = {*live.location_ids, *prepared.candidate.location_ids}
+                deadline = time.monotonic() + GATHER_SECONDS
+                snapshot = await gather(bare, sources, locations, deadline=deadline)
+            request_show = prepared.request.show
+            report = await asyncio.to_thread(
+                lambda: msgspec.json.encode(
+                    simulate(
+                        prepared.entries,
+                        live,
+                        prepared.candidate,
+                        now=now,
+                        snapshot=snapshot,
+                        show=None if request_show == "all" else request_show,
+                        labels=("live", "candidate"),
+                        folders=("", ""),
+                        carts=prepared.carts,
+                        name=prepared.name,
+                        read_s=prepared.read_s,
+                    )
+                )
+            )
+        return Response(report, media_type=MediaType.JSON)
+
+    return simulate_rules
+
+
+def _invalid(request: Request[Any, Any, Any], exc: RuleSetError) -> Response[bytes]:
+    errors = [p for p in exc.problems if p.severity is Severity.ERROR]
+    first = f", the first: {errors[0]}" if errors else ""
+    body = InvalidCandidate(
+        type=_INVALID_RULES,
+        title="Invalid rules",
+        status=422,
+        detail=f"{len(errors)} error(s) in the candidate rules{first}. Nothing was simulated.",
+        instance=request.url.path,
+        problems=tuple(exc.problems),
+    )
+    return Response(msgspec.json.encode(body), status_code=422, media_type=PROBLEM_JSON)

@@ -4,6 +4,7 @@ tests with a scripted source and, where ages and back-off matter, an injected cl
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Collection
 
@@ -42,15 +43,24 @@ class Clock:
 class Scripted:
     """A source whose answers the test scripts: every SKU has `atp` units at location `a`,
     except those in `missing` (which it says it does not know); `failures` are returned, one per
-    call, before it answers normally again."""
+    call, before it answers normally again; `raises` is raised out of every call while set.
 
-    def __init__(self, *, delay: float = 0.0) -> None:
+    With a `clock`, a call takes `takes` seconds of it (or the next of `plan`), as an adapter
+    keeping to its deadline would: given less time, it stops at the deadline with a timeout."""
+
+    def __init__(
+        self, *, delay: float = 0.0, clock: Clock | None = None, takes: float = 0.0
+    ) -> None:
         self.calls: list[list[str]] = []
         self.deadlines: list[float | None] = []
         self.failures: list[SourceError] = []
         self.missing: set[str] = set()
         self.atp = 5
         self.delay = delay
+        self.clock = clock
+        self.takes = takes
+        self.plan: list[float] = []
+        self.raises: BaseException | None = None
 
     @property
     def name(self) -> str:
@@ -63,8 +73,22 @@ class Scripted:
     async def fetch(self, skus: Collection[str], *, deadline: float | None = None) -> SourceAnswer:
         self.calls.append(sorted(skus))
         self.deadlines.append(deadline)
+        if self.raises is not None:
+            raise self.raises
         if self.delay:
             await asyncio.sleep(self.delay)
+        if self.clock is not None:
+            await asyncio.sleep(0)  # other flights run (and queue) meanwhile
+            takes = self.plan.pop(0) if self.plan else self.takes
+            allowed = takes if deadline is None else deadline - time.monotonic()
+            if allowed < takes:
+                self.clock.advance(max(0.0, allowed))
+                return SourceAnswer(
+                    records=(),
+                    unknown_skus=frozenset(skus),
+                    errors=(UpstreamTimeout("scripted", "no answer by the deadline"),),
+                )
+            self.clock.advance(takes)
         if self.failures:
             return SourceAnswer(
                 records=(), unknown_skus=frozenset(skus), errors=(self.failures.pop(0),)
@@ -199,6 +223,9 @@ def test_a_sku_the_source_does_not_carry_costs_no_call():
         (UpstreamTimeout("s", "slow"), True),
         (ConnectionFailed("s", "reset"), True),
         (UpstreamUnavailable("s", "503", status=503, retry_after=2), False),
+        # Retry-After: 0, or a date in the past (parsed as 0): nothing to wait for.
+        (UpstreamUnavailable("s", "503", status=503, retry_after=0.0), True),
+        (UpstreamUnavailable("s", "503", status=503, retry_after=-3.0), True),
         (RateLimited("s", "429", status=429), False),
         (NotAuthorised("s", "401", status=401), False),
         (RequestRejected("s", "400", status=400), False),
@@ -224,12 +251,14 @@ def test_an_outage_is_retried_once():
 
 
 def test_no_retry_when_the_deadline_leaves_no_time_for_one():
-    inner = Scripted()
+    clock = Clock()
+    inner = Scripted(clock=clock, takes=0.045)
     inner.failures = [ConnectionFailed("scripted", "reset")]
-    source = cached(inner)
-    answer = fetch(source, "A", deadline=time.monotonic() + 0.005)
-    assert inner.calls == [["A"]]
+    source = cached(inner, clock)
+    answer = fetch(source, "A", deadline=clock.now + 0.05)
+    assert inner.calls == [["A"]]  # 5 ms left after the first attempt: no retry
     assert answer.unknown_skus == {"A"}
+    assert (source.stats.upstream_calls, source.stats.retries) == (1, 0)
 
 
 def test_retry_after_means_no_call_before_it():
@@ -251,7 +280,7 @@ def test_retry_after_means_no_call_before_it():
     after = fetch(source, "A", "B")
     assert sorted(inner.calls[2:]) == [["A"], ["B"]]
     assert after.stale_skus == frozenset()
-    assert source.stats.skipped == 1
+    assert source.stats.skipped == 2  # the cart's two SKU answers that got no call
 
 
 # --- the circuit breaker ------------------------------------------------------------------------
@@ -457,18 +486,19 @@ def test_a_slow_source_is_not_waited_for_past_the_deadline():
     inner = Scripted(delay=1.0)
     source = cached(inner)
 
-    async def run() -> tuple[SourceAnswer, float]:
+    async def run() -> tuple[SourceAnswer, float, float]:
         started = time.monotonic()
         answer = await source.fetch(["A"], deadline=started + 0.05)
-        return answer, time.monotonic() - started
+        return answer, started, time.monotonic() - started
 
-    answer, took = asyncio.run(run())
+    answer, started, took = asyncio.run(run())
     assert took < 0.06
     assert answer.unknown_skus == {"A"}
     assert source.stats.late == 1
     # The adapter was given the attempt's deadline: no later than the cart's.
     (given,) = inner.deadlines
     assert given is not None
+    assert given <= started + 0.05
 
 
 def test_gather_returns_by_the_deadline_even_from_a_source_that_ignores_it():
@@ -496,3 +526,409 @@ def test_the_counters_are_json_ready():
     assert report["latency_ms"]["buckets"]["le_2500"] == 2
     assert report["latency_ms"]["buckets"]["le_inf"] == 3
     assert report["upstream_errors"] == {"UpstreamTimeout": 1}
+
+
+# --- our own queueing is not an upstream failure ------------------------------------------------
+
+
+async def arrive(source: CachedSource, clock: Clock, skus: list[str], budget: float) -> None:
+    """Carts for `skus`, one SKU each, arriving at once with `budget` seconds of `clock`."""
+    deadline = clock.now + budget
+    await asyncio.gather(*(source.fetch([sku], deadline=deadline) for sku in skus))
+
+
+def burst(source: CachedSource, clock: Clock, skus: list[str], budget: float) -> None:
+    asyncio.run(arrive(source, clock, skus, budget))
+
+
+def test_flights_queued_behind_max_concurrency_do_not_open_the_breaker():
+    # A healthy source answering in 80 ms, one call at a time, carts with 150 ms: the second
+    # flight of each burst gets the slot with 70 ms left, less than the source takes.
+    clock = Clock()
+    inner = Scripted(clock=clock, takes=0.08)
+    source = cached(inner, clock, max_concurrency=1)
+
+    async def run() -> None:
+        for n in range(3):
+            await arrive(source, clock, [f"S{n}-{i}" for i in range(3)], 0.150)
+            clock.advance(1.0)
+
+    asyncio.run(run())
+    assert source.breaker.state is BreakerState.CLOSED
+    assert source.breaker.describe()["failures"] == 0
+    # No doomed request: one call per burst, the queued flights were shed (no call, no error).
+    assert len(inner.calls) == 3
+    assert source.stats.upstream_errors == {}
+    assert (source.stats.shed, source.stats.unanswered) == (6, 6)
+
+
+def test_a_queued_attempt_cut_short_by_the_deadline_says_nothing_of_the_source():
+    clock = Clock()
+    inner = Scripted(clock=clock, takes=0.05)
+    source = cached(inner, clock, max_concurrency=1)
+    fetch(source, "WARM")  # the source usually takes 50 ms
+    # The first flight takes 100 ms; the second gets the slot with 100 ms left (more than the
+    # source usually takes, so it is called) but would take 500 ms this once.
+    inner.plan = [0.1, 0.5]
+    burst(source, clock, ["A", "B"], 0.2)
+    assert len(inner.calls) == 3
+    assert source.stats.upstream_errors == {"UpstreamTimeout": 1}
+    assert source.breaker.describe()["calls"] == 2  # WARM and A; B's timeout is not counted
+    assert source.breaker.describe()["failures"] == 0
+    assert source._typical == pytest.approx(0.06)  # nor fed into the usual latency
+
+
+def test_a_timeout_with_all_the_time_the_carts_had_counts_against_the_source():
+    # A source that hangs must still open the breaker, though carts give it less than `timeout`.
+    clock = Clock()
+    inner = Scripted(clock=clock, takes=0.05)
+    source = cached(inner, clock, breaker=BreakerSettings(window=3, min_calls=3))
+    fetch(source, "WARM")
+    inner.takes = 5.0
+    burst(source, clock, ["A"], 0.15)
+    assert source.breaker.describe()["failures"] == 1
+    burst(source, clock, ["B"], 0.15)
+    assert source.breaker.state is BreakerState.OPEN
+
+
+def test_carts_that_never_had_the_usual_latency_still_get_a_call():
+    # The usual latency was learnt from a caller with no deadline; 150 ms carts are not shed for
+    # good on its account: how else would a source that got faster be noticed?
+    clock = Clock()
+    inner = Scripted(clock=clock, takes=0.3)
+    source = cached(inner, clock)
+    fetch(source, "SLOW")
+    inner.takes = 0.05
+    burst(source, clock, ["A"], 0.15)
+    assert len(inner.calls) == 2
+    assert source.entry("A") is not None
+    assert source.stats.shed == 0
+
+
+def test_no_call_with_less_than_min_retry_time_left():
+    clock = Clock()
+    inner = Scripted()
+    source = cached(inner, clock)
+    answer = fetch(source, "A", deadline=clock.now + 0.005)
+    assert inner.calls == []
+    assert answer.unknown_skus == {"A"}
+    assert source.stats.shed == 1
+
+
+# --- a probe that does not report ---------------------------------------------------------------
+
+
+def open_breaker(source: CachedSource, inner: Scripted) -> None:
+    """Two failed calls (an attempt and its retry) open a breaker of window 2."""
+    inner.failures = [ConnectionFailed("scripted", "reset"), ConnectionFailed("scripted", "reset")]
+    fetch(source, "A")
+    assert source.breaker.state is BreakerState.OPEN
+
+
+def test_a_probe_ended_by_a_cancellation_out_of_the_adapter_opens_the_breaker_again():
+    clock, inner = Clock(), Scripted()
+    source = cached(inner, clock, breaker=BreakerSettings(window=2, min_calls=2, open_for=5.0))
+    open_breaker(source, inner)
+    clock.advance(5.0)
+    inner.raises = asyncio.CancelledError()
+    assert fetch(source, "A").unknown_skus == {"A"}
+    assert len(inner.calls) == 3
+    assert source.breaker.state is BreakerState.OPEN  # not half-open for good
+    assert source.breaker.opened == 2
+    clock.advance(5.0)
+    inner.raises = None
+    assert atp(fetch(source, "A")) == {"A": 5}  # the next probe goes, and closes it
+    assert source.breaker.state is BreakerState.CLOSED
+
+
+def test_a_probe_cancelled_at_loop_shutdown_is_released():
+    clock, inner = Clock(), Scripted()
+    source = cached(inner, clock, breaker=BreakerSettings(window=2, min_calls=2, open_for=5.0))
+    open_breaker(source, inner)
+    clock.advance(5.0)
+    inner.delay = 10.0
+
+    async def leave() -> asyncio.Future[SourceAnswer]:
+        cart = asyncio.ensure_future(source.fetch(["A"]))  # the probe's flight starts...
+        await asyncio.sleep(0.01)
+        return cart  # ...and the loop shuts down under it, cancelling it
+
+    assert asyncio.run(leave()).cancelled()
+    assert len(inner.calls) == 3
+    assert source.breaker.state is BreakerState.OPEN
+    assert source._in_flight == {}
+    clock.advance(5.0)
+    inner.delay = 0.0
+    assert atp(fetch(source, "A")) == {"A": 5}
+    assert source.breaker.state is BreakerState.CLOSED
+
+
+def test_a_probe_that_never_reports_is_given_up_on_after_open_for():
+    clock = Clock()
+    breaker = CircuitBreaker(BreakerSettings(window=2, min_calls=2, open_for=5.0), clock)
+    for _ in range(2):
+        permit = breaker.acquire()
+        assert permit is not None
+        breaker.record(permit, True)
+    clock.advance(5.0)
+    lost = breaker.acquire()
+    assert lost is not None
+    assert lost.probe
+    clock.advance(4.9)
+    assert breaker.acquire() is None
+    clock.advance(0.1)
+    probe = breaker.acquire()
+    assert probe is not None
+    assert probe.probe
+    breaker.record(lost, False)  # too late: it no longer decides
+    assert breaker.state is BreakerState.HALF_OPEN
+    assert breaker.acquire() is None
+    breaker.record(probe, False)
+    assert breaker.state is BreakerState.CLOSED
+
+
+def test_a_released_probe_makes_way_for_the_next():
+    clock = Clock()
+    breaker = CircuitBreaker(BreakerSettings(window=2, min_calls=2, open_for=5.0), clock)
+    for _ in range(2):
+        permit = breaker.acquire()
+        assert permit is not None
+        breaker.record(permit, True)
+    clock.advance(5.0)
+    probe = breaker.acquire()
+    assert probe is not None
+    breaker.release(probe)
+    assert breaker.state is BreakerState.HALF_OPEN
+    assert not breaker.blocked()
+    again = breaker.acquire()
+    assert again is not None
+    assert again.probe
+
+
+# --- breaker bookkeeping ------------------------------------------------------------------------
+
+
+def test_a_call_granted_before_an_open_probe_close_cycle_is_not_counted_in_the_new_window():
+    clock = Clock()
+    breaker = CircuitBreaker(BreakerSettings(window=4, min_calls=2, open_for=5.0), clock)
+    early = breaker.acquire()
+    assert early is not None
+    for _ in range(2):
+        permit = breaker.acquire()
+        assert permit is not None
+        breaker.record(permit, True)
+    clock.advance(5.0)
+    probe = breaker.acquire()
+    assert probe is not None
+    breaker.record(probe, False)
+    assert breaker.state is BreakerState.CLOSED
+    breaker.record(early, True)
+    assert breaker.describe() == {"state": "closed", "calls": 0, "failures": 0, "opened": 1}
+
+
+def test_a_429_with_retry_after_does_not_count_toward_the_breaker():
+    clock, inner = Clock(), Scripted()
+    source = cached(inner, clock, fresh_for=0.0, breaker=BreakerSettings(window=2, min_calls=2))
+    for i in range(4):
+        inner.failures = [RateLimited("scripted", "HTTP 429", status=429, retry_after=1)]
+        assert fetch(source, f"S{i}").unknown_skus == {f"S{i}"}
+        clock.advance(1.0)
+    assert len(inner.calls) == 4
+    assert source.breaker.state is BreakerState.CLOSED
+    assert source.breaker.describe()["calls"] == 0
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        RateLimited("scripted", "HTTP 429", status=429),
+        RateLimited("scripted", "HTTP 429", status=429, retry_after=0.0),
+        NotAuthorised("scripted", "HTTP 401", status=401),
+        NotAuthorised("scripted", "HTTP 403", status=403),
+    ],
+    ids=["429", "429-retry-after-0", "401", "403"],
+)
+def test_a_429_without_retry_after_and_401_403_count_toward_the_breaker(error):
+    clock, inner = Clock(), Scripted()
+    source = cached(inner, clock, breaker=BreakerSettings(window=2, min_calls=2))
+    for i in range(2):
+        inner.failures = [error]
+        fetch(source, f"S{i}")
+    assert len(inner.calls) == 2  # never retried
+    assert source.breaker.state is BreakerState.OPEN
+
+
+# --- Retry-After: past dates and the cap --------------------------------------------------------
+
+
+@pytest.mark.parametrize("seconds", [0.0, -3.0], ids=["zero", "past-date"])
+def test_retry_after_zero_or_in_the_past_is_no_wait(seconds):
+    clock, inner = Clock(), Scripted()
+    source = cached(inner, clock)
+    inner.failures = [UpstreamUnavailable("scripted", "HTTP 503", status=503, retry_after=seconds)]
+    answer = fetch(source, "A")
+    assert inner.calls == [["A"], ["A"]]  # an outage with nothing to wait for: retried
+    assert atp(answer) == {"A": 5}
+    assert source.report()["retry_after_ms"] == 0
+    inner.failures = [RateLimited("scripted", "HTTP 429", status=429, retry_after=seconds)]
+    fetch(source, "B")
+    assert atp(fetch(source, "C")) == {"C": 5}  # no back-off
+    assert len(inner.calls) == 4
+    assert source.stats.skipped == 0
+
+
+def test_a_retry_after_longer_than_the_cap_is_taken_as_the_cap():
+    clock, inner = Clock(), Scripted()
+    source = cached(inner, clock)
+    inner.failures = [RateLimited("scripted", "HTTP 429", status=429, retry_after=86_400)]
+    fetch(source, "A")
+    assert source.report()["retry_after_ms"] == 300_000
+    clock.advance(299.9)
+    fetch(source, "B")
+    assert len(inner.calls) == 1
+    clock.advance(0.1)
+    assert atp(fetch(source, "B")) == {"B": 5}
+    assert len(inner.calls) == 2
+
+
+# --- one request per upstream item --------------------------------------------------------------
+
+
+def test_carts_for_variants_of_one_product_share_one_request_that_fills_every_variant():
+    inner = Scripted(delay=0.02)
+    upstream = {"RED-S": "shirt", "RED-M": "shirt", "RED-L": "shirt", "MUG": "mug"}
+    source = CachedSource(inner, CacheSettings(), upstream=upstream)
+
+    async def run() -> list[SourceAnswer]:
+        return await asyncio.gather(source.fetch(["RED-S"]), source.fetch(["RED-M"]))
+
+    small, medium = asyncio.run(run())
+    assert inner.calls == [["RED-L", "RED-M", "RED-S"]]
+    assert (atp(small), atp(medium)) == ({"RED-S": 5}, {"RED-M": 5})
+    assert source.stats.coalesced == 1
+    assert atp(fetch(source, "RED-L")) == {"RED-L": 5}  # from the same answer
+    assert len(inner.calls) == 1
+    assert source.stats.hits == 1
+
+
+def test_a_batch_asks_for_every_sku_of_its_items():
+    inner = Scripted()
+    upstream = {"RED-S": "shirt", "RED-M": "shirt", "MUG": "mug"}
+    source = CachedSource(inner, CacheSettings(batch_window=0.01), upstream=upstream)
+
+    async def run() -> None:
+        await asyncio.gather(source.fetch(["RED-S"]), source.fetch(["MUG"]))
+
+    asyncio.run(run())
+    assert inner.calls == [["MUG", "RED-M", "RED-S"]]
+    assert source.entry("RED-M") is not None
+
+
+# --- logging ------------------------------------------------------------------------------------
+
+FAILED_503 = "source scripted could not answer: HTTP 503"
+
+
+def test_a_failed_flight_is_logged_once_even_when_no_cart_waits_for_it(caplog):
+    inner = Scripted(delay=0.02)
+    inner.failures = [UpstreamUnavailable("scripted", "HTTP 503", status=503, retry_after=1)]
+    source = cached(inner)
+
+    async def run() -> None:
+        cart = asyncio.ensure_future(source.fetch(["A"]))
+        await asyncio.sleep(0.005)
+        cart.cancel()  # the client went away
+        await asyncio.gather(*source._tasks)
+
+    with caplog.at_level(logging.WARNING, logger="engine.availability"):
+        asyncio.run(run())
+    assert [r.getMessage() for r in caplog.records] == [FAILED_503]
+
+
+def test_every_cart_on_a_failed_flight_has_its_error_and_it_is_logged_once(caplog):
+    inner = Scripted(delay=0.02)
+    inner.failures = [UpstreamUnavailable("scripted", "HTTP 503", status=503, retry_after=1)]
+    source = cached(inner)
+
+    async def run() -> list[SourceAnswer]:
+        first = asyncio.ensure_future(gather(["A"], [source], ["a"]))
+        second = asyncio.ensure_future(source.fetch(["A"]))
+        await first
+        return [await second]
+
+    with caplog.at_level(logging.WARNING, logger="engine.availability"):
+        (answer,) = asyncio.run(run())
+    assert len(inner.calls) == 1
+    assert [type(error) for error in answer.errors] == [UpstreamUnavailable]
+    assert [r.getMessage() for r in caplog.records] == [FAILED_503]
+
+
+# --- counters mean what they say ----------------------------------------------------------------
+
+
+def test_skipped_counts_sku_answers_backed_off_from():
+    clock, inner = Clock(), Scripted()
+    source = cached(inner, clock, breaker=BreakerSettings(window=2, min_calls=2))
+    open_breaker(source, inner)
+    fetch(source, "A", "B")
+    fetch(source, "B", "C")
+    assert len(inner.calls) == 2
+    assert source.stats.skipped == 4
+    assert source.stats.misses == 5  # backed-off SKUs are misses too
+
+
+def test_skipped_counts_each_cart_waiting_on_a_flight_not_made():
+    # The first flight's 429 arrives while the second (one SKU, two carts) is planned.
+    clock, inner = Clock(), Scripted()
+    source = cached(inner, clock, max_concurrency=1)
+    inner.failures = [RateLimited("scripted", "HTTP 429", status=429, retry_after=5)]
+
+    async def run() -> None:
+        await asyncio.gather(source.fetch(["A"]), source.fetch(["B"]), source.fetch(["B"]))
+
+    asyncio.run(run())
+    assert inner.calls == [["A"]]
+    assert source.stats.skipped == 2
+    assert source.stats.coalesced == 1
+
+
+def test_a_full_batch_goes_at_once():
+    inner = Scripted()
+    source = cached(inner, batch_window=5.0, batch_size=3)
+
+    async def run() -> None:
+        await asyncio.gather(*(source.fetch([f"S{i}"]) for i in range(3)))
+
+    async def bounded() -> None:
+        await asyncio.wait_for(run(), timeout=1.0)  # far less than the 5 s window
+
+    asyncio.run(bounded())
+    assert inner.calls == [["S0", "S1", "S2"]]
+
+
+def test_no_flight_or_task_is_left_behind():
+    clock = Clock()
+    inner = Scripted(delay=0.01)
+    source = cached(inner, clock, max_concurrency=1, batch_window=0.002, batch_size=2)
+    inner.failures = [ConnectionFailed("scripted", "reset")]
+
+    async def run() -> None:
+        gone = asyncio.ensure_future(source.fetch(["GONE"]))
+        await asyncio.sleep(0)
+        gone.cancel()
+        await asyncio.gather(
+            source.fetch(["A", "B", "C"]),  # a full batch, then a batch its window ends
+            source.fetch(["C", "D"], deadline=clock.now + 0.005),  # joins it, stops waiting
+            source.fetch(["E"], deadline=clock.now),  # already late: no flight
+        )
+        await source.fetch(["S"], deadline=clock.now + 0.005)  # too little time left: shed
+        await asyncio.gather(*source._tasks)
+        await asyncio.sleep(0)  # the tasks' done callbacks
+        assert source._in_flight == {}
+        assert source._tasks == set()
+        assert source._window is None
+
+    asyncio.run(run())
+    assert len(inner.calls) == 3  # the first failed and was retried
+    assert (source.stats.shed, source.stats.late) == (1, 3)
+    assert source.report()["in_flight"] == 0

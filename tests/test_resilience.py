@@ -140,18 +140,34 @@ def p99(latencies: list[float]) -> float:
 def test_500_concurrent_carts_for_one_uncached_item_cost_one_upstream_request(sim):
     rules = levels_rules()
 
-    async def body(checkout: Checkout) -> list[Decision]:
-        return await asyncio.gather(
+    async def body(checkout: Checkout) -> tuple[list[Decision], dict[str, Any]]:
+        decisions = await asyncio.gather(
             *(checkout.allocate(cart("IE", ("TEE", 1))) for _ in range(500))
         )
+        # The carts may have stopped waiting before the request ended: let it end.
+        ends = time.monotonic() + 5
+        while checkout.stats()["sources"]["levels"]["in_flight"] and time.monotonic() < ends:
+            await asyncio.sleep(0.01)
+        stats: dict[str, Any] = checkout.stats()["sources"]["levels"]
+        return decisions, stats
 
-    decisions = with_checkout(sim, rules, body)
-    assert requests(sim) == 1
+    decisions, stats = with_checkout(sim, rules, body)
+    # One upstream request for the 500 carts. On an overloaded machine (the simulator shares
+    # this process's CPU) the burst may use up the budget before the request's turn, and it is
+    # then shed (not sent); or it is sent and cut off at the carts' deadline before the
+    # simulator has counted it. Never a second one.
+    if stats["shed"]:
+        assert (stats["upstream_calls"], requests(sim)) == (0, 0)
+    else:
+        assert (stats["upstream_calls"], stats["retries"]) == (1, 0)
+        assert requests(sim) <= 1
     # A burst of 500 carts on one event loop spends much of a 150 ms budget on its own CPU
-    # time; on a busy machine the earliest carts may reach their deadline first, and those are
-    # decided by the rules' policy. Either way no cart asks again.
+    # time; on a busy machine any cart, even every one, may reach its deadline before the
+    # answer, and is then decided by the rules' policy. Either way every cart is decided (no
+    # exception: `gather` would raise it), and no cart asks again. That all are allocated from
+    # the one answer when the budget leaves room is the next test's, with a 2 s budget.
+    assert len(decisions) == 500
     assert all(from_stock(decision) or by_policy(decision) for decision in decisions)
-    assert any(from_stock(decision) for decision in decisions)
 
 
 def test_500_concurrent_carts_share_one_request_in_the_counters(sim):
@@ -217,7 +233,8 @@ STALE_FOR = 0.8
 def test_a_source_down_for_the_whole_test_serves_stale_then_the_policy_within_budget(sim, fault):
     rules = levels_rules(f"fresh_for_ms: 50\nstale_for_ms: {round(STALE_FOR * 1000)}")
 
-    async def body(checkout: Checkout) -> list[tuple[float, Decision, float]]:
+    async def body(checkout: Checkout) -> list[tuple[float, float, Decision, float]]:
+        before = time.monotonic()
         warm = await checkout.allocate(cart("IE", ("TEE", 1)))
         assert from_stock(warm)
         fetched = time.monotonic()
@@ -226,13 +243,17 @@ def test_a_source_down_for_the_whole_test_serves_stale_then_the_policy_within_bu
         seen = []
         while time.monotonic() - fetched < STALE_FOR + 0.3:
             decision, took = await timed(checkout, "TEE")
-            seen.append((time.monotonic() - fetched, decision, took))
+            now = time.monotonic()
+            seen.append((now - fetched, now - before, decision, took))
             await asyncio.sleep(0.02)
         return seen
 
     seen = with_checkout(sim, rules, body)
-    served_stale = [(age, d) for age, d, _ in seen if d.freshness is not None]
-    policy = [(age, d) for age, d, _ in seen if d.freshness is None]
+    # The data was fetched during the warm-up (which may take a while on a busy machine, the
+    # first connection to the simulator included): each decision's age is measured both from
+    # after it (at most the data's own age) and from before it (at least that).
+    served_stale = [(age, d) for age, _, d, _ in seen if d.freshness is not None]
+    policy = [(age, d) for _, age, d, _ in seen if d.freshness is None]
     assert served_stale
     assert policy
     for _, decision in served_stale:
@@ -242,11 +263,10 @@ def test_a_source_down_for_the_whole_test_serves_stale_then_the_policy_within_bu
         assert decision.freshness.oldest_age_ms <= STALE_FOR * 1000
     for _, decision in policy:
         assert by_policy(decision)
-    # Stale while the data is younger than stale_for; the policy after (each decision's age is
-    # measured from after the warm-up, so at most a little after the data's own age).
+    # Stale while the data is younger than stale_for; the policy after.
     assert max(age for age, _ in served_stale) < STALE_FOR
     assert min(age for age, _ in policy) >= STALE_FOR - 0.05
-    assert max(took for _, _, took in seen) <= BUDGET + SLACK
+    assert max(took for _, _, _, took in seen) <= BUDGET + SLACK
 
 
 def test_a_source_down_never_gives_a_5xx(sim, monkeypatch):

@@ -8,34 +8,49 @@ wraps an adapter and is itself a `Source`:
   and until `stale_for` the old answer is still served, flagged stale, when the upstream fails,
   is being backed off from, or has not answered by the cart's deadline (RFC 5861
   stale-if-error). Failures are never kept as data.
-- Concurrent misses for one SKU share one upstream request (a "flight"). For an API that answers
-  many items per request, misses arriving within `batch_window` of each other share one batched
-  request. A cart that stops waiting (its deadline, a client gone) leaves the flight running
-  for the others, and its answer still fills the cache.
+- Concurrent misses for one upstream item share one upstream request (a "flight"). An item is
+  what a request asks for: a SKU, or a product whose variants are several SKUs (`upstream`); a
+  flight asks for every SKU of its items and fills the cache for all of them. For an API that
+  answers many items per request, misses arriving within `batch_window` of each other share one
+  batched request, which goes as soon as it holds `batch_size` items. A cart that stops waiting
+  (its deadline, a client gone) leaves the flight running for the others, and its answer still
+  fills the cache.
 - A flight's attempt lasts at most the source's `timeout` and never past the latest deadline of
-  the carts waiting on it; it is retried once, for a failure that says nothing about what was
-  asked (an outage, not a 4xx or a rate limit), when that deadline leaves time for it.
-- `Retry-After` is honoured: no call before it. A `CircuitBreaker` stops calls to a source whose
-  calls keep failing and probes it to come back; at most `max_concurrency` calls are under way
-  at once.
+  the carts waiting on it. No call is made when, its turn come (a concurrency slot free, its
+  batch window over), less time is left than `MIN_RETRY_TIME`, or than the source usually takes
+  while its carts had that much to begin with: it would most likely end after they stopped
+  waiting (the flight is "shed"). An attempt is retried once, for a failure that says nothing
+  about what was asked (an outage, not a 4xx or a rate limit), when that deadline leaves time
+  for it.
+- `Retry-After` is honoured: no call before it (0 or a date in the past: no wait, as if absent;
+  more than `MAX_RETRY_AFTER`: that). A `CircuitBreaker` stops calls to a source whose calls
+  keep failing and probes it to come back (`breaker_verdict` says what counts as failing); at
+  most `max_concurrency` calls are under way at once.
+- A flight that failed is logged once, here, as a warning (whichever carts waited on it, even
+  none); every cart's answer carries the errors of the flights it waited on.
 
-Everything is counted in `SourceStats`. All times come from one monotonic `clock` (deadlines
-included), which tests replace.
+Everything is counted in `SourceStats`. The cache's own times (entry ages, the deadlines `fetch`
+is given, `Retry-After`, the breaker) come from one monotonic `clock`, which tests replace; a
+`fetch` deadline must be on that clock (`gather` and `Checkout` give `time.monotonic()`
+instants, the default). What leaves the cache is a duration: the adapter is given
+`time.monotonic()` plus its attempt's time (the `Source` protocol's clock), and waiting is
+bounded on the event loop's own time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Collection, Hashable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from cachetools import TTLCache
 
-from engine.availability.breaker import BreakerSettings, BreakerState, CircuitBreaker
+from engine.availability.breaker import BreakerSettings, BreakerState, CircuitBreaker, Permit
 from engine.availability.record import StockRecord
 from engine.availability.source import (
     NotAuthorised,
@@ -47,7 +62,14 @@ from engine.availability.source import (
 )
 from engine.availability.stats import SourceStats
 
-__all__ = ("CacheSettings", "CachedSource", "Entry", "retryable")
+__all__ = (
+    "CacheSettings",
+    "CachedSource",
+    "Entry",
+    "breaker_verdict",
+    "retry_after",
+    "retryable",
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,19 +80,60 @@ ATTEMPT_GRACE: Final = 0.005
 """Seconds an adapter is given past its attempt's deadline to hand over what it has before the
 attempt is cut off (adapters stop at the deadline themselves; this bounds one that does not)."""
 MIN_RETRY_TIME: Final = 0.010
-"""Seconds: a retry is made only when more than this (or twice the source's usual latency, if
-longer) is left before the deadline."""
+"""Seconds: no call is made with less than this left before the carts' deadline, and a retry
+only with more than this (or twice the source's usual latency, if longer) left."""
 _LATENCY_WEIGHT: Final = 0.2
+
+_Held = Literal["skipped", "shed"]
+
+
+def retry_after(error: SourceError) -> float | None:
+    """Seconds `error` asks us to wait before calling again, at most `MAX_RETRY_AFTER`. None
+    when it did not say, or said 0 or a date in the past (parsed as 0): nothing to wait for."""
+    wait = error.retry_after
+    if wait is None or not wait > 0:  # `not >`: a NaN is no wait either
+        return None
+    return min(wait, MAX_RETRY_AFTER)
 
 
 def retryable(error: SourceError) -> bool:
     """Worth asking again at once: an outage (5xx, timeout, cut connection, bad body) with no
-    `Retry-After`. Not a rate limit, a credentials problem or a rejected request."""
+    `Retry-After` to wait for. Not a rate limit, a credentials problem or a rejected request."""
     return (
         error.outage
-        and error.retry_after is None
+        and retry_after(error) is None
         and not isinstance(error, RateLimited | NotAuthorised)
     )
+
+
+def breaker_verdict(errors: Collection[SourceError], *, queued_short: bool = False) -> bool | None:
+    """How a call went, for the circuit breaker: True failed, False succeeded, None says nothing
+    about the source's health (the call is not counted; a probe makes way for the next).
+
+    An outage error is a failure: 5xx, timeout, cut or refused connection, bad body, and
+    401/403 (never retried, but counted: until its credentials are fixed the source can answer
+    no cart, and the breaker bounds what asking costs it, and our logs, to one probe per
+    `open_for`, which notices the fix). Not counted:
+
+    - a 429 with a `Retry-After`: the source is up and said when to call again, which is
+      honoured; counting it as well would hold calls past what it asked. A 429 without one is
+      a failure: the breaker is then the only back-off there is.
+    - a timeout when `queued_short`: the flight waited for a concurrency slot and the carts'
+      deadline then left the attempt less than the source's `timeout`; the time it lacked was
+      lost to our own queueing. (A flight that did not wait is given all the time its carts
+      have: its timeout counts, or a source that hangs would never open the breaker.)
+
+    A rejected request or an item the source does not know is not about its health: with only
+    those, the call succeeded."""
+    unsure = False
+    for error in errors:
+        if not error.outage:
+            continue
+        told_when = isinstance(error, RateLimited) and retry_after(error) is not None
+        if not (told_when or (queued_short and isinstance(error, UpstreamTimeout))):
+            return True
+        unsure = True
+    return None if unsure else False
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +148,8 @@ class CacheSettings:
     """Seconds misses wait for others to share one batched request; 0 for APIs that answer one
     item per request (they share per item only)."""
     batch_size: int = 50
-    """Upstream items in one batched request: a full batch is sent without more waiting."""
+    """Upstream items in one batched request: a full batch is sent at once, without waiting for
+    the rest of its window."""
     max_concurrency: int = 8
     """Upstream calls under way at once."""
     timeout: float = 1.0
@@ -110,22 +174,42 @@ class Entry:
 
 
 class _Flight:
-    """One upstream request planned or under way, for some SKUs, shared by every cart that
-    waits on one of them."""
+    """One upstream request planned or under way, for some upstream items, shared by every cart
+    that waits on one of their SKUs."""
 
-    __slots__ = ("deadline", "done", "errors", "keys", "outcomes", "skus")
+    __slots__ = (
+        "budget",
+        "deadline",
+        "done",
+        "errors",
+        "full",
+        "held",
+        "keys",
+        "outcomes",
+        "queued",
+        "skus",
+    )
 
-    def __init__(self, done: asyncio.Future[None], deadline: float | None) -> None:
+    def __init__(self, done: asyncio.Future[None], deadline: float | None, now: float) -> None:
         self.done = done
         """Resolved when the flight is over, whatever came of it."""
         self.deadline = deadline
         """The latest deadline of the carts waiting on it (None: one of them has none)."""
-        self.skus: list[str] = []
+        self.budget = None if deadline is None else deadline - now
+        """Seconds the cart that opened it had then."""
         self.keys: set[Hashable] = set()
         """The upstream items asked for (a batch is full at `batch_size` of them)."""
+        self.skus: list[str] = []
+        """Every SKU of those items: the adapter is asked for all of them."""
+        self.full = asyncio.Event()
+        """Set when a batch is full: it goes without waiting for the rest of its window."""
         self.outcomes: dict[str, Entry] = {}
         """SKU -> the entry fetched; a SKU the upstream could not answer for has none."""
         self.errors: list[SourceError] = []
+        self.held: _Held | None = None
+        """Why no call at all was made for it, if none was."""
+        self.queued = False
+        """It waited for a concurrency slot."""
 
     def wait_for(self, deadline: float | None) -> None:
         if self.deadline is not None:
@@ -136,8 +220,9 @@ class CachedSource:
     """A `Source` that answers from a cache in front of `inner` (see the module's doc).
 
     `upstream` maps each SKU the source carries to the upstream item a request asks for: SKUs
-    of one item share a request, and a SKU not in it is answered (holding nothing) without a
-    call, as the adapter would. Without it every SKU is its own item."""
+    of one item share a request (which asks for all of them), and a SKU not in it is answered
+    (holding nothing) without a call, as the adapter would. Without it every SKU is its own
+    item."""
 
     def __init__(
         self,
@@ -151,6 +236,11 @@ class CachedSource:
         self.inner = inner
         self.settings = settings = settings or CacheSettings()
         self._upstream = dict(upstream) if upstream is not None else None
+        siblings: dict[Hashable, list[str]] = {}
+        for sku, item in (upstream or {}).items():
+            siblings.setdefault(item, []).append(sku)
+        self._siblings = {item: tuple(skus) for item, skus in siblings.items()}
+        """Upstream item -> every SKU it stands for."""
         self._clock = clock
         self._wall = wall
         self._fresh_for = settings.fresh_for
@@ -158,15 +248,17 @@ class CachedSource:
         self._cache: TTLCache[str, Entry] = TTLCache(
             maxsize=settings.max_entries, ttl=self._stale_for, timer=clock
         )
-        self._in_flight: dict[str, _Flight] = {}
+        self._in_flight: dict[Hashable, _Flight] = {}
+        """Upstream item -> the flight planned or under way for it."""
         self._window: _Flight | None = None
-        """The batch still taking SKUs (batching APIs only)."""
+        """The batch still taking items (batching APIs only)."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(max(1, settings.max_concurrency))
         self._not_before = float("-inf")
         """No call before this (`Retry-After`)."""
         self._typical: float | None = None
-        """Moving average of successful calls' latency, to judge whether a retry fits."""
+        """Moving average of successful calls' latency, to judge whether a call or a retry
+        fits in the time left."""
         self.breaker = CircuitBreaker(settings.breaker, clock)
         self.stats = SourceStats()
 
@@ -188,10 +280,10 @@ class CachedSource:
         return now < self._not_before or self.breaker.blocked(now)
 
     async def fetch(self, skus: Collection[str], *, deadline: float | None = None) -> SourceAnswer:
-        """Answer from fresh entries; ask the upstream for the rest, waiting until `deadline` at
-        most; serve what is kept (flagged stale) or unknown for what did not come. The errors of
-        an upstream request go in the answer of the fetch that started it, so each is reported
-        once however many carts shared it."""
+        """Answer from fresh entries; ask the upstream for the rest, waiting until `deadline` (on
+        the cache's clock) at most; serve what is kept (flagged stale) or unknown for what did
+        not come. The answer carries the errors of the upstream requests it waited on; each
+        failed request is also logged once, by the cache, however many carts shared it."""
         now = self._clock()
         stats = self.stats
         used: dict[str, Entry] = {}
@@ -214,7 +306,7 @@ class CachedSource:
         errors: list[SourceError] = []
         failed = need
         if need and self.backed_off(now):
-            stats.skipped += 1
+            stats.skipped += len(need)
         elif need and deadline is not None and deadline <= now:
             stats.late += len(need)
         elif need:
@@ -242,28 +334,33 @@ class CachedSource:
         errors: list[SourceError],
     ) -> list[str]:
         """Join or start the flights for `skus` and wait for them until `deadline`; put what they
-        fetched in `used` and the errors of those this fetch started in `errors`. Returns the
-        SKUs that got no answer."""
-        flights, opened = self._join(skus, deadline)
+        fetched in `used` and their errors in `errors`. Returns the SKUs that got no answer."""
+        flights = self._join(skus, deadline)
         waiting = [flight.done for flight in flights if not flight.done.done()]
         if waiting:
             left = None if deadline is None else deadline - self._clock()
             if left is None or left > 0:
                 await asyncio.wait(waiting, timeout=left)
+        stats = self.stats
         failed: list[str] = []
         for flight, mine in flights.items():
             if not flight.done.done():
-                self.stats.late += len(mine)
+                stats.late += len(mine)
                 failed.extend(mine)
                 continue
-            if flight in opened:
-                errors.extend(flight.errors)
+            errors.extend(flight.errors)
+            unanswered = 0
             for sku in mine:
                 entry = flight.outcomes.get(sku)
                 if entry is None:
                     failed.append(sku)
+                    unanswered += 1
                 else:
                     used[sku] = entry
+            if flight.held == "skipped":
+                stats.skipped += unanswered
+            elif flight.held == "shed":
+                stats.shed += unanswered
         return failed
 
     def _answer(
@@ -286,46 +383,48 @@ class CachedSource:
     def _key(self, sku: str) -> Hashable:
         return sku if self._upstream is None else self._upstream[sku]
 
-    def _join(
-        self, skus: list[str], deadline: float | None
-    ) -> tuple[dict[_Flight, list[str]], set[_Flight]]:
-        """The flights that will answer `skus` (joining those already planned or under way,
-        starting others), and which of them this fetch started."""
+    def _join(self, skus: list[str], deadline: float | None) -> dict[_Flight, list[str]]:
+        """The flights that will answer `skus` (joining those already planned or under way for
+        their items, starting others), each with the SKUs of `skus` it answers."""
         flights: dict[_Flight, list[str]] = {}
         opened: set[_Flight] = set()
         loop = asyncio.get_running_loop()
+        now = self._clock()
+        batching = self.settings.batch_window > 0
         for sku in skus:
-            flight = self._in_flight.get(sku)
+            key = self._key(sku)
+            flight = self._in_flight.get(key)
             if flight is not None:
-                self.stats.coalesced += 1
-            elif self.settings.batch_window > 0:
+                if flight not in opened:
+                    self.stats.coalesced += 1
+            elif batching:
                 flight = self._window
                 if flight is None:
-                    flight = self._window = self._start(loop, deadline)
+                    flight = self._window = self._start(loop, deadline, now)
                     opened.add(flight)
                 elif flight not in opened:
                     self.stats.batched += 1
-                self._add(flight, sku)
+                self._add(flight, key, sku)
                 if len(flight.keys) >= self.settings.batch_size:
-                    self._window = None  # full: goes when its window ends, takes no more
+                    self._window = None  # full: takes no more, and goes now
+                    flight.full.set()
             else:
-                key = self._key(sku)
-                flight = next((f for f in opened if key in f.keys), None)
-                if flight is None:
-                    flight = self._start(loop, deadline)
-                    opened.add(flight)
-                self._add(flight, sku)
+                flight = self._start(loop, deadline, now)
+                opened.add(flight)
+                self._add(flight, key, sku)
             flight.wait_for(deadline)
             flights.setdefault(flight, []).append(sku)
-        return flights, opened
+        return flights
 
-    def _add(self, flight: _Flight, sku: str) -> None:
-        flight.skus.append(sku)
-        flight.keys.add(self._key(sku))
-        self._in_flight[sku] = flight
+    def _add(self, flight: _Flight, key: Hashable, sku: str) -> None:
+        flight.keys.add(key)
+        flight.skus.extend(self._siblings.get(key, (sku,)))
+        self._in_flight[key] = flight
 
-    def _start(self, loop: asyncio.AbstractEventLoop, deadline: float | None) -> _Flight:
-        flight = _Flight(loop.create_future(), deadline)
+    def _start(
+        self, loop: asyncio.AbstractEventLoop, deadline: float | None, now: float
+    ) -> _Flight:
+        flight = _Flight(loop.create_future(), deadline, now)
         task = loop.create_task(self._fly(flight))
         # Held here, not by any cart: a cart that stops waiting does not end the flight.
         self._tasks.add(task)
@@ -334,60 +433,92 @@ class CachedSource:
 
     async def _fly(self, flight: _Flight) -> None:
         try:
-            if self.settings.batch_window > 0:
-                await asyncio.sleep(self.settings.batch_window)
-                if self._window is flight:
-                    self._window = None
+            if self.settings.batch_window > 0 and not flight.full.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.settings.batch_window):
+                        await flight.full.wait()
+            if self._window is flight:
+                self._window = None
+            flight.queued = self._slots.locked()
             async with self._slots:
                 await self._call(flight)
         except Exception:  # never expected: the flight's SKUs are then simply unanswered
             log.exception("source %s: an upstream call failed unexpectedly", self.name)
         finally:
-            for sku in flight.skus:
-                if self._in_flight.get(sku) is flight:
-                    del self._in_flight[sku]
+            for key in flight.keys:
+                if self._in_flight.get(key) is flight:
+                    del self._in_flight[key]
             if self._window is flight:
                 self._window = None
             if not flight.done.done():
                 flight.done.set_result(None)
 
     async def _call(self, flight: _Flight) -> None:
-        """Ask the upstream for the flight's SKUs: one attempt, and one retry when it is worth
-        it and fits. Keep what it answered; count everything."""
+        """Ask the upstream for the flight's SKUs (see `_attempts`); log what went wrong, once
+        for the flight whichever carts wait on it (even none)."""
+        await self._attempts(flight)
+        if not flight.errors:
+            return
+        messages = "; ".join(dict.fromkeys(error.message for error in flight.errors))
+        if all(sku in flight.outcomes for sku in flight.skus):
+            log.warning("source %s answered after failing: %s", self.name, messages)
+        else:
+            log.warning("source %s could not answer: %s", self.name, messages)
+
+    async def _attempts(self, flight: _Flight) -> None:
+        """One attempt, and one retry when it is worth it and fits; none when the source is
+        backed off from or too little time is left. Keep what it answered; count everything."""
         skus = list(flight.skus)
         stats = self.stats
+        settings = self.settings
         for attempt in range(2):
+            # The adapter's clock first: its deadline below is then never past the carts'.
+            started = time.monotonic()
             now = self._clock()
-            if now < self._not_before:
-                stats.skipped += 1
-                return
             left = None if flight.deadline is None else flight.deadline - now
-            if left is not None and left <= 0:
-                stats.shed += 1
-                return
-            permit = self.breaker.acquire(now)
+            held: _Held | None = None
+            permit: Permit | None = None
+            if now < self._not_before:
+                held = "skipped"
+            elif left is not None and self._too_late(flight, left):
+                held = "shed"
+            else:
+                permit = self.breaker.acquire(now)
+                if permit is None:
+                    held = "skipped"
             if permit is None:
-                stats.skipped += 1
+                if not attempt:
+                    flight.held = held
                 return
             if attempt:
                 stats.retries += 1
-            timeout = self.settings.timeout if left is None else min(self.settings.timeout, left)
+            timeout = settings.timeout if left is None else min(settings.timeout, left)
+            queued_short = flight.queued and timeout < settings.timeout
             wall = self._wall()
-            answer = await self._attempt(skus, timeout)
-            done = self._clock()
+            settled = False
+            try:
+                answer = await self._attempt(skus, timeout, started + timeout)
+                done = self._clock()
+                verdict = breaker_verdict(answer.errors, queued_short=queued_short)
+                was = self.breaker.state
+                if verdict is None:
+                    self.breaker.release(permit)
+                else:
+                    self.breaker.record(permit, verdict, done)
+                settled = True
+            finally:
+                if not settled:  # cancelled (the loop shutting down) or a bug of ours
+                    self.breaker.abandon(permit, self._clock())
             stats.upstream_calls += 1
             stats.observe(done - now)
-            outage = any(error.outage for error in answer.errors)
-            was = self.breaker.state
-            self.breaker.record(permit, outage, done)
             self._log_breaker(was, answer.errors)
             for error in answer.errors:
                 stats.error(error)
                 flight.errors.append(error)
-                if error.retry_after is not None:
-                    wait = min(error.retry_after, MAX_RETRY_AFTER)
+                wait = retry_after(error)
+                if wait is not None:
                     self._not_before = max(self._not_before, done + wait)
-            if not outage:
+            if verdict is False:
                 elapsed = done - now
                 typical = self._typical
                 self._typical = (
@@ -417,12 +548,13 @@ class CachedSource:
                 return
             skus = failed
 
-    async def _attempt(self, skus: list[str], timeout: float) -> SourceAnswer:
-        """One call of the adapter, bounded by `timeout` even if it ignores its deadline; an
-        exception becomes a failed answer."""
+    async def _attempt(self, skus: list[str], timeout: float, deadline: float) -> SourceAnswer:
+        """One call of the adapter, given `deadline` (a `time.monotonic()` instant, `timeout`
+        from now) and cut off `ATTEMPT_GRACE` after it even if it ignores it; an exception
+        becomes a failed answer."""
         try:
             async with asyncio.timeout(timeout + ATTEMPT_GRACE):
-                return await self.inner.fetch(skus, deadline=time.monotonic() + timeout)
+                return await self.inner.fetch(skus, deadline=deadline)
         except TimeoutError:
             error: SourceError = UpstreamTimeout(self.name, f"no answer within {timeout:.3g} s")
         except SourceError as exc:
@@ -430,6 +562,22 @@ class CachedSource:
         except Exception as exc:
             error = SourceError(self.name, f"{type(exc).__name__}: {exc}")
         return SourceAnswer(records=(), unknown_skus=frozenset(skus), errors=(error,))
+
+    def _too_late(self, flight: _Flight, left: float) -> bool:
+        """No call now: with `left` seconds before the carts' deadline it would most likely end
+        after they all stopped waiting. That is when less than `MIN_RETRY_TIME` is left, or less
+        than the source usually takes and the flight had that much when it opened (it lost the
+        time waiting for a slot or its batch window). A flight whose carts never had that much
+        is still called: a source slower than the budget on average may answer this one, and
+        that is how one that got faster is noticed."""
+        if left < MIN_RETRY_TIME:
+            return True
+        typical = self._typical
+        return (
+            typical is not None
+            and left < typical
+            and (flight.budget is None or flight.budget >= typical)
+        )
 
     def _retry_time(self) -> float:
         typical = self._typical if self._typical is not None else MIN_RETRY_TIME / 2

@@ -4,6 +4,10 @@ Sources run concurrently; a source that raises is treated as having answered not
 locations become unknown for those SKUs and the rules decide what that means. With a deadline,
 a source is not waited for past it (and a short grace for the answer it gives at the deadline):
 the cart is decided from what is known by then.
+
+What went wrong is logged as a warning per cart and source, except the errors of a
+`CachedSource`'s upstream requests: the cache logs each failed request once itself, however many
+carts shared it (or none waited for it), and its answers' errors are not logged again here.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Final
 
+from engine.availability.cache import CachedSource
 from engine.availability.record import Availability, StockRecord
 from engine.availability.source import Source, SourceAnswer
 
@@ -112,8 +117,9 @@ async def gather(
             failure = task.exception()
             if failure is None:
                 answer = task.result()
-                for error in answer.errors:
-                    log.warning("source %s could not answer: %s", source.name, error.message)
+                if not isinstance(source, CachedSource):  # a cached source logs its own, once
+                    for error in answer.errors:
+                        log.warning("source %s could not answer: %s", source.name, error.message)
                 if answer.missing_skus:
                     log.warning(
                         "source %s does not know %s: check their ids in the catalog's `upstream`",

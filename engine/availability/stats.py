@@ -21,29 +21,38 @@ Prometheus does: `le_50` counts every call that took at most 50 ms."""
 
 @dataclass
 class SourceStats:
-    """Counts since start. "SKU answers" count once per SKU per cart."""
+    """Counts since start. "SKU answers" count once per SKU per cart. A miss the upstream did
+    not answer for the cart is counted once more, by why: `late`, `skipped` or `shed`, or else
+    a call was made and failed (see `upstream_errors`); it is then a `stale_serves` or an
+    `unanswered`."""
 
     hits: int = 0
     """SKU answers from a fresh cache entry."""
     misses: int = 0
-    """SKU answers that needed the upstream (no entry, or one past its fresh time)."""
+    """SKU answers that needed the upstream (no entry, or one past its fresh time), whether or
+    not a call could be made for them: those backed off from count here and in `skipped`."""
     coalesced: int = 0
-    """Misses that joined a request already made or planned for the same SKU."""
+    """Misses that joined a request another cart had already made or planned for the same
+    upstream item (the same SKU, or another variant of the same product)."""
     batched: int = 0
-    """Misses sent in a batched request another cart opened (different SKUs, one request)."""
+    """Misses sent in a batched request another cart opened (different items, one request)."""
     stale_serves: int = 0
     """SKU answers from an entry past its fresh time, because no fresh one could be had."""
     unanswered: int = 0
     """SKU answers left unknown: no fresh data could be had and nothing young enough was kept."""
     late: int = 0
-    """SKU answers whose upstream request had not come back by the cart's deadline."""
+    """SKU answers whose upstream request had not come back by the cart's deadline (or whose
+    cart's deadline had passed before it could ask)."""
     upstream_calls: int = 0
     """Calls made to the upstream (a retry is a call)."""
     retries: int = 0
     skipped: int = 0
-    """Calls not made: the breaker was open or the source had asked us to wait (Retry-After)."""
+    """SKU answers for which no call was made because the source was backed off from: the
+    breaker was open or the source had asked us to wait (`Retry-After`)."""
     shed: int = 0
-    """Calls not made: no time was left when a concurrency slot came free."""
+    """SKU answers for which no call was made because, when its turn came (a concurrency slot
+    free, the batch window over), less time was left before the carts' deadline than the source
+    usually takes to answer (or than `MIN_RETRY_TIME`)."""
     upstream_errors: dict[str, int] = field(default_factory=dict)
     """Error class name (`UpstreamTimeout`, `BadPayload`...) -> count."""
     latency_count: int = 0

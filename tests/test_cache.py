@@ -932,3 +932,37 @@ def test_no_flight_or_task_is_left_behind():
     assert len(inner.calls) == 3  # the first failed and was retried
     assert (source.stats.shed, source.stats.late) == (1, 3)
     assert source.report()["in_flight"] == 0
+
+
+# --- a reload that changes the source's configuration ------------------------------------------
+
+
+def test_a_reconfigured_source_keeps_what_it_knows_of_the_upstream():
+    clock, inner = Clock(), Scripted()
+    source = CachedSource(
+        inner,
+        CacheSettings(fresh_for=0.0, stale_for=60.0),
+        upstream={"A": "a", "B": "b"},
+        clock=clock,
+    )
+    fetch(source, "A", "B")
+    inner.failures = [RateLimited("scripted", "HTTP 429", status=429, retry_after=30)]
+    clock.advance(1.0)
+    fetch(source, "A")
+    calls = len(inner.calls)
+    # The catalog gained C and B now names another upstream item: a reload rebuilds the cache.
+    after = source.successor(
+        inner,
+        CacheSettings(fresh_for=0.0, stale_for=60.0),
+        upstream={"A": "a", "B": "b2", "C": "c"},
+    )
+    assert after.backed_off()  # Retry-After carries on: no call at once after a reload
+    answer = fetch(after, "A", "B", "C")
+    assert len(inner.calls) == calls
+    assert answer.stale_skus == {"A"}  # kept: same upstream item
+    assert answer.unknown_skus == {"B", "C"}  # B's item changed, C is new
+    assert after.stats is source.stats
+    assert after.breaker is source.breaker
+    clock.advance(30.0)
+    fetch(after, "B", "C")
+    assert len(inner.calls) > calls

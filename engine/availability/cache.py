@@ -262,6 +262,38 @@ class CachedSource:
         self.breaker = CircuitBreaker(settings.breaker, clock)
         self.stats = SourceStats()
 
+    def successor(
+        self,
+        inner: Source,
+        settings: CacheSettings,
+        *,
+        upstream: Mapping[str, Hashable] | None = None,
+    ) -> CachedSource:
+        """The cache for a changed configuration of the same source (a rule reload that adds a
+        SKU, say), carrying on what this one knows about the source's health: kept answers of
+        SKUs whose upstream item is unchanged, `Retry-After`, the breaker (when its settings
+        are unchanged), the usual latency, the counters and, when the cap is unchanged, the
+        concurrency slots, so old and new carts together never exceed it. A reload must not
+        turn a source that is being backed off from into one that is called at once."""
+        new = CachedSource(inner, settings, upstream=upstream, clock=self._clock, wall=self._wall)
+        now = self._clock()
+        for sku, entry in list(self._cache.items()):
+            same_item = (
+                upstream is None
+                or self._upstream is None
+                or (sku in upstream and upstream[sku] == self._upstream.get(sku))
+            )
+            if same_item and now - entry.fetched_at < new._stale_for:
+                new._cache[sku] = entry
+        new._not_before = self._not_before
+        new._typical = self._typical
+        new.stats = self.stats
+        if settings.breaker == self.settings.breaker:
+            new.breaker = self.breaker
+        if settings.max_concurrency == self.settings.max_concurrency:
+            new._slots = self._slots
+        return new
+
     @property
     def name(self) -> str:
         return self.inner.name

@@ -168,10 +168,8 @@ def _adapter(
     )
 
 
-def cached(config: SourceConfig, adapter: Source) -> CachedSource:
-    """`adapter` behind a cache set as `config` says. SKUs are grouped by the upstream item a
-    request asks for (a Shoplazza product answers for all its variants)."""
-    settings = CacheSettings(
+def cache_settings(config: SourceConfig) -> CacheSettings:
+    return CacheSettings(
         fresh_for=config.fresh_for,
         stale_for=config.stale_for,
         batch_window=config.batch_window,
@@ -185,8 +183,18 @@ def cached(config: SourceConfig, adapter: Source) -> CachedSource:
             open_for=config.breaker_open_for,
         ),
     )
-    upstream = {sku: ref if isinstance(ref, str) else ref[0] for sku, ref in config.items.items()}
-    return CachedSource(adapter, settings, upstream=upstream)
+
+
+def upstream_items(config: SourceConfig) -> dict[str, str]:
+    """SKU -> the upstream item a request asks for (a Shoplazza product answers for all its
+    variants)."""
+    return {sku: ref if isinstance(ref, str) else ref[0] for sku, ref in config.items.items()}
+
+
+def cached(config: SourceConfig, adapter: Source) -> CachedSource:
+    """`adapter` behind a cache set as `config` says. SKUs are grouped by the upstream item a
+    request asks for."""
+    return CachedSource(adapter, cache_settings(config), upstream=upstream_items(config))
 
 
 def build_sources(
@@ -204,8 +212,11 @@ def build_sources(
 class UpstreamSources:
     """Builds the cached adapters of each rule set a reload puts in force. A source whose
     configuration (in the rules) and connection (URL and token) are unchanged keeps its
-    `CachedSource`, so its cache, breaker and counters carry on warm; only a changed or new
-    source is built afresh. Nothing is closed: a replaced source is simply no longer used, and
+    `CachedSource`, so its cache, breaker and counters carry on warm. A source whose settings
+    or mapping changed (a SKU added, say) but that is still the same API at the same place gets
+    a new cache that inherits what the old one knew: kept answers of unchanged items,
+    `Retry-After`, the breaker and the counters. Only a new source starts from nothing.
+    Nothing is closed: a replaced source is simply no longer used, and
     the carts still deciding with it finish with it (all share one HTTP client)."""
 
     def __init__(self, client: httpx.AsyncClient, env: Mapping[str, str] | None = None) -> None:
@@ -232,6 +243,13 @@ class UpstreamSources:
                 built[config.name] = old
             else:
                 adapter = _adapter(config, self._client, *connection)
-                built[config.name] = (config, connection, cached(config, adapter))
+                if old is not None and old[0].api == config.api and old[1] == connection:
+                    # Same API at the same place: what is known of its health carries on.
+                    source = old[2].successor(
+                        adapter, cache_settings(config), upstream=upstream_items(config)
+                    )
+                else:
+                    source = cached(config, adapter)
+                built[config.name] = (config, connection, source)
         self._built = built
         return tuple(source for _, _, source in built.values())

@@ -129,3 +129,39 @@ def test_an_unused_country_group():
     assert [str(w) for w in rules.warnings] == [
         "base.yaml:2:11: warning: country group `eu` is not used by any location or rule"
     ]
+
+
+def test_a_location_no_sku_may_be_sent_from():
+    (message,) = warnings(
+        """\
+        locations:
+          - id: lon-store
+            country: GB
+        rules:
+          - name: nothing-from-london
+            match: {locations: [lon-store]}
+            ship_to: {deny: [GB]}
+        """
+    )
+    assert message == (
+        "rules.yaml:2:9: warning: location `lon-store` can never send anything: for every SKU "
+        "and every country it ships to, a rule or default keeps it out (ship_to, deny); only "
+        "click and collect can still use it"
+    )
+
+
+def test_a_location_some_sku_may_be_sent_from_is_fine():
+    assert (
+        warnings(
+            """\
+            locations:
+              - id: lon-store
+                country: GB
+            rules:
+              - name: no-lamps-from-london
+                match: {tags: [home], locations: [lon-store]}
+                ship_to: {deny: [GB]}
+            """
+        )
+        == []
+    )

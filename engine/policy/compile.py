@@ -744,7 +744,7 @@ class _Compiler:
         errors = [p for p in self.problems if p.severity is Severity.ERROR]
         if errors:
             raise RuleSetError(self.problems)
-        return RuleSet(
+        rule_set = RuleSet(
             id=loaded.digest[:12],
             digest=loaded.digest,
             files=loaded.files,
@@ -754,10 +754,44 @@ class _Compiler:
             catalog=catalog,
             defaults=defaults,
             rules=tuple(rules),
-            warnings=tuple(sorted(self.problems)),
+            warnings=(),
             channels=frozenset().union(*(r.channels or () for r in rules)),
             sources=sources,
         )
+        self.unreachable_locations(rule_set, loaded.locations)
+        rule_set.warnings = tuple(sorted(self.problems))
+        return rule_set
+
+    def unreachable_locations(self, rule_set: RuleSet, items: list[Loaded[Any]]) -> None:
+        """Warn of an enabled location that no SKU of the catalog may ever be sent from: for
+        every country it ships to (and every channel the rules know), the rules keep it out.
+        Judged by resolving the rules as a cart would, so it is bounded: a catalog too large
+        for that at load time is not judged (the warning is a help, not a guarantee)."""
+        enabled = {loc.id for loc in rule_set.locations if loc.enabled}
+        countries = sorted(frozenset().union(*(loc.ships_to for loc in rule_set.locations)))
+        channels: list[str | None] = [None, *sorted(rule_set.channels)]
+        work = len(rule_set.catalog) * len(countries) * len(channels)
+        if not enabled or not rule_set.catalog or work > _LOCATION_CHECK_LIMIT:
+            return
+        usable: set[str] = set()
+        for sku in rule_set.catalog:
+            for country in countries:
+                for channel in channels:
+                    lr = rule_set._resolve_line(sku, country, channel)
+                    if lr.deny is None and lr.not_shippable is None:
+                        usable.update(cand.location.id for cand in lr.candidates)
+                    if usable >= enabled:
+                        return
+        for item in items:
+            location_id = item.spec.id
+            if location_id in enabled and location_id not in usable:
+                self.warn(
+                    item,
+                    ("id",),
+                    f"location `{location_id}` can never send anything: for every SKU and every "
+                    "country it ships to, a rule or default keeps it out (ship_to, deny); only "
+                    "click and collect can still use it",
+                )
 
     def setting_value(self, item: Loaded[Any], name: str, value: Any) -> Any:
         if name == "ship_to":
@@ -970,6 +1004,11 @@ class _Compiler:
                 ("match", "locations"),
                 f"rule `{name}` matches only disabled locations, so it never applies",
             )
+
+
+_LOCATION_CHECK_LIMIT: Final = 5_000
+"""Rule resolutions `unreachable_locations` may spend when rules load (SKUs x countries x
+channels): a few tenths of a second at most."""
 
 
 def _covers(earlier: _Rule, later: _Rule) -> bool:

@@ -136,18 +136,12 @@ class Checkout:
                 f"there is no location `{cart.pickup_location}` to collect from",
                 (FieldError("$.pickup_location", "no location has this id"),),
             )
-        serving: dict[str, set[str]] = {}
+        serving: dict[str, frozenset[str]] = {}
         for line in cart.lines:
-            if line.sku not in rules.catalog:
-                continue
-            lr = rules.line_rules(line.sku, cart.country, cart.channel)
-            if lr.deny is not None or lr.not_shippable is not None:
-                continue
-            if cart.pickup_location is not None:
-                where = {cart.pickup_location} if cart.pickup_location in lr.by_location else set()
-            else:
-                where = {cand.location.id for cand in lr.candidates}
-            serving.setdefault(line.sku, set()).update(where)
+            where = rules.serving(line.sku, cart.country, cart.channel, cart.pickup_location)
+            if where:
+                # A SKU on several lines has the same rules, so the same locations.
+                serving[line.sku] = where
         availability = await gather(
             serving, sources, rules.location_ids, serving, deadline=deadline
         )
@@ -168,12 +162,7 @@ class Checkout:
         deadline = time.monotonic() + self.budget
         rules, sources = self.live
         wanted = list(dict.fromkeys(skus))
-        serving: dict[str, set[str]] = {}
-        for sku in wanted:
-            if sku in rules.catalog:
-                lr = rules.line_rules(sku, country, channel)
-                if lr.deny is None and lr.not_shippable is None:
-                    serving[sku] = {cand.location.id for cand in lr.candidates}
+        serving = {sku: where for sku in wanted if (where := rules.serving(sku, country, channel))}
         availability = await gather(
             serving, sources, rules.location_ids, serving, deadline=deadline
         )

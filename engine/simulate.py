@@ -337,20 +337,6 @@ def _rejected(cart: Cart, rules: RuleSet) -> bool:
     return cart.pickup_location is not None and cart.pickup_location not in rules.location_by_id
 
 
-def _serving(rules: RuleSet, sku: str, cart: Cart) -> frozenset[str]:
-    """The locations `Checkout` asks about for a line: what may serve it (the pickup location
-    only, for click and collect); none for a SKU the rules deny outright."""
-    if sku not in rules.catalog:
-        return frozenset()
-    lr = rules.line_rules(sku, cart.country, cart.channel)
-    if lr.deny is not None or lr.not_shippable is not None:
-        return frozenset()
-    if cart.pickup_location is not None:
-        pickup = cart.pickup_location
-        return frozenset((pickup,)) if pickup in lr.by_location else frozenset()
-    return frozenset(cand.location.id for cand in lr.candidates)
-
-
 def _line_kinds(live: LineDecision, candidate: LineDecision) -> tuple[str, ...]:
     kinds: list[str] = []
     if live.status is not candidate.status:
@@ -410,9 +396,7 @@ class _Simulation:
         key = (sku, cart.country, cart.channel, cart.pickup_location)
         found = self._gaps.get(key)
         if found is None:
-            found = self._gaps[key] = _serving(self.candidate, sku, cart) - _serving(
-                self.live, sku, cart
-            )
+            found = self._gaps[key] = self.candidate.serving(*key) - self.live.serving(*key)
         return found
 
     def inputs(self, entry: Entry) -> tuple[Availability, datetime, tuple[str, ...], bool]:

@@ -266,10 +266,15 @@ class LineRules:
     """(location id, min ATP, safety stock) of the leading groups of one candidate, in rank
     order: where a fill reads stock first, with no ranking to do (up to the first tie that
     stock may decide), with what reading it needs at hand."""
+    serving: frozenset[str] = field(init=False)
+    """The locations whose stock the line may draw on (none when the rules deny it outright):
+    what the gather step asks the sources about, known before any cart."""
 
     def __post_init__(self) -> None:
         ready = self.known and self.deny is None and self.not_shippable is None
         object.__setattr__(self, "ready", ready and bool(self.candidates))
+        serving = frozenset(c.location.id for c in self.candidates) if ready else frozenset()
+        object.__setattr__(self, "serving", serving)
         lead: list[tuple[str, int, int]] = []
         for group in self.groups:
             if len(group) != 1:
@@ -349,6 +354,18 @@ class RuleSet:
                 self._line_memo.clear()
             found = self._line_memo[key] = self._resolve_line(sku, country, channel)
         return found
+
+    def serving(
+        self, sku: str, country: str, channel: str | None, pickup: str | None = None
+    ) -> frozenset[str]:
+        """The locations whose availability a line may use: its candidates, or only the pickup
+        location for click and collect; none for a SKU the rules deny outright or do not know.
+        What `Checkout` asks the sources about, and what a simulation must have recorded."""
+        lr = self.line_rules(sku, country, channel)
+        if pickup is None:
+            return lr.serving
+        allowed = lr.known and lr.deny is None and lr.not_shippable is None
+        return frozenset((pickup,)) if allowed and pickup in lr.by_location else frozenset()
 
     # --- resolution (first call per key) --------------------------------------------------------
 

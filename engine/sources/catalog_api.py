@@ -109,6 +109,7 @@ class CatalogApi:
         self._headers = bearer_headers(token)
         self._items = dict(items)
         self._location = location
+        self._locations = frozenset({location})
         self._max_concurrency = max_concurrency
         self._timeout = timeout
         self._send_short = True
@@ -120,7 +121,7 @@ class CatalogApi:
 
     @property
     def locations(self) -> frozenset[str]:
-        return frozenset({self._location})
+        return self._locations
 
     async def fetch(self, skus: Collection[str], *, deadline: float | None = None) -> SourceAnswer:
         builder = AnswerBuilder()

@@ -140,6 +140,8 @@ class DigitalRiverLevels:
         self._headers = bearer_headers(token)
         self._items = dict(items)
         self._locations = dict(locations)
+        self._ours = frozenset(self._locations.values())
+        """Our location ids, read by every cart's gather: built once."""
         self._batch_size = batch_size
         self._timeout = timeout
         self._skipped_locations: set[str] = set()
@@ -162,7 +164,7 @@ class DigitalRiverLevels:
 
     @property
     def locations(self) -> frozenset[str]:
-        return frozenset(self._locations.values())
+        return self._ours
 
     @property
     def array_style(self) -> ArrayStyle:

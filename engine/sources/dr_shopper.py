@@ -157,6 +157,7 @@ class DigitalRiverShopper:
         self._headers = bearer_headers(token)
         self._items = dict(items)
         self._location = location
+        self._locations = frozenset({location})
         self._lookup = lookup
         self._batch_size = batch_size
         self._timeout = timeout
@@ -167,7 +168,7 @@ class DigitalRiverShopper:
 
     @property
     def locations(self) -> frozenset[str]:
-        return frozenset({self._location})
+        return self._locations
 
     async def fetch(self, skus: Collection[str], *, deadline: float | None = None) -> SourceAnswer:
         wanted = group_skus(skus, self._items)

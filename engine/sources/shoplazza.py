@@ -80,6 +80,8 @@ class Shoplazza:
             self._headers["access-token"] = token
         self._items = dict(items)
         self._locations = dict(locations)
+        self._ours = frozenset(self._locations.values())
+        """Our location ids, read by every cart's gather: built once."""
         self._max_concurrency = max_concurrency
         self._timeout = timeout
         self._skipped_locations: set[str] = set()
@@ -90,7 +92,7 @@ class Shoplazza:
 
     @property
     def locations(self) -> frozenset[str]:
-        return frozenset(self._locations.values())
+        return self._ours
 
     async def fetch(self, skus: Collection[str], *, deadline: float | None = None) -> SourceAnswer:
         by_product: dict[str, dict[str, list[str]]] = {}

@@ -48,6 +48,7 @@ __all__ = (
     "Trigger",
     "fingerprint",
     "keep_sources",
+    "shown_problems",
     "watch_enabled",
 )
 
@@ -108,6 +109,14 @@ class RuleProblem(msgspec.Struct, frozen=True):
     column: int
     message: str
     severity: str = Severity.ERROR.value
+
+
+def shown_problems(problems: Sequence[Problem]) -> tuple[RuleProblem, ...]:
+    """Problems as an admin answer shows them: each file by its name, not where it is kept."""
+    return tuple(
+        RuleProblem(Path(p.file).name or p.file, p.line, p.column, p.message, p.severity.value)
+        for p in problems
+    )
 
 
 class Attempt(msgspec.Struct, frozen=True):
@@ -180,7 +189,7 @@ class RuleReloader:
                 rules.digest,
                 rules.id,
                 self._names(rules.files),
-                self._shown(rules.warnings),
+                shown_problems(rules.warnings),
             )
         )
         self.last_rejected: Attempt | None = None
@@ -210,7 +219,7 @@ class RuleReloader:
                 read.digest,
                 new.rules.id,
                 read.files,
-                self._shown(read.problems),
+                shown_problems(read.problems),
             )
             self.history.append(attempt)
             if read.outcome == "rejected":
@@ -277,13 +286,6 @@ class RuleReloader:
         """Files by their names within the rules folder, as `GET /v1/rules` names them: the
         service does not show where it keeps its folder."""
         return tuple(Path(f).name or f for f in files)
-
-    @staticmethod
-    def _shown(problems: Sequence[Problem]) -> tuple[RuleProblem, ...]:
-        return tuple(
-            RuleProblem(Path(p.file).name or p.file, p.line, p.column, p.message, p.severity.value)
-            for p in problems
-        )
 
     # --- what the service shows -------------------------------------------------------------
 

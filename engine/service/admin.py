@@ -8,31 +8,16 @@ rule set that stays live.
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Any
 
 import msgspec
 from litestar import MediaType, Request, Response, get, post
 from litestar.handlers import HTTPRouteHandler
 
 from engine.reload import RuleProblem, RuleReloader
-from engine.service.problems import PROBLEM_JSON
+from engine.service.problems import invalid_rules
 
-__all__ = ("InvalidRules", "rule_admin_handlers")
-
-INVALID_RULES: Final = "/problems/invalid-rules"
-
-
-class InvalidRules(msgspec.Struct, frozen=True):
-    """The problem+json body of a rejected reload (RFC 9457, with two extension members)."""
-
-    type: str
-    title: str
-    status: int
-    detail: str
-    instance: str
-    rule_set: str
-    """The rule set still in force: the rejected files changed nothing."""
-    problems: tuple[RuleProblem, ...]
+__all__ = ("rule_admin_handlers",)
 
 
 def _line(problem: RuleProblem) -> str:
@@ -57,17 +42,13 @@ def rule_admin_handlers(reloader: RuleReloader) -> list[HTTPRouteHandler]:
         if attempt.outcome == "rejected":
             errors = [p for p in attempt.problems if p.severity == "error"]
             first = f", the first: {_line(errors[0])}" if errors else ""
-            body = InvalidRules(
-                type=INVALID_RULES,
-                title="Invalid rules",
-                status=422,
-                detail=f"{len(errors)} error(s) in the rule files{first}. Nothing was "
+            return invalid_rules(
+                request.url.path,
+                f"{len(errors)} error(s) in the rule files{first}. Nothing was "
                 f"changed: rule set {attempt.live} is still live.",
-                instance=request.url.path,
+                attempt.problems,
                 rule_set=attempt.live,
-                problems=attempt.problems,
             )
-            return Response(msgspec.json.encode(body), status_code=422, media_type=PROBLEM_JSON)
         answer = {
             "outcome": attempt.outcome,
             "rule_set": attempt.live,

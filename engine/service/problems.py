@@ -24,6 +24,7 @@ from engine.errors import (
     RequestError,
     split_validation_message,
 )
+from engine.reload import RuleProblem
 
 __all__ = (
     "MAX_BODY_BYTES",
@@ -187,3 +188,27 @@ exception_handlers: Final[dict[type[Exception] | int, Any]] = {
     HTTPException: _http_error,
     Exception: _unexpected,
 }
+
+
+INVALID_RULES: Final = "/problems/invalid-rules"
+
+
+class InvalidRules(msgspec.Struct, frozen=True, omit_defaults=True):
+    """The problem+json body for rule files with errors (a reload, or candidate rules to
+    simulate): RFC 9457, with every problem located, and the rule set still in force."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str
+    problems: tuple[RuleProblem, ...]
+    rule_set: str | None = None
+    """The rule set still in force, when the rejected files were meant to replace it."""
+
+
+def invalid_rules(
+    instance: str, detail: str, problems: tuple[RuleProblem, ...], rule_set: str | None = None
+) -> Response[bytes]:
+    body = InvalidRules(INVALID_RULES, "Invalid rules", 422, detail, instance, problems, rule_set)
+    return Response(msgspec.json.encode(body), status_code=422, media_type=PROBLEM_JSON)

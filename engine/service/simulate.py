@@ -23,9 +23,10 @@ from msgspec import Meta, Struct
 
 from engine.availability import Availability, gather
 from engine.checkout import Checkout
-from engine.errors import FieldError, InvalidRequest, Problem, RuleSetError, Severity
+from engine.errors import FieldError, InvalidRequest, RuleSetError, Severity
 from engine.policy import RuleSet, load_rule_set_texts
-from engine.service.problems import PROBLEM_JSON, decode_error, problem_response
+from engine.reload import shown_problems
+from engine.service.problems import decode_error, invalid_rules, problem_response
 from engine.simulate import CartsFileError, Entry, parse_entry, read_carts, simulate
 
 __all__ = ("MAX_CARTS", "SIMULATE_MAX_BODY_BYTES", "SimulateRequest", "simulate_handler")
@@ -38,7 +39,6 @@ GATHER_SECONDS: Final = 5.0
 """How long bare carts' availability may take to gather from the service's sources (once for
 all of them); what has not come by then is unknown, as for any cart."""
 _FILE_NAME: Final = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*\.ya?ml$")
-_INVALID_RULES: Final = "/problems/invalid-rules"
 
 
 class SimulateRequest(Struct, frozen=True, forbid_unknown_fields=True):
@@ -50,17 +50,6 @@ class SimulateRequest(Struct, frozen=True, forbid_unknown_fields=True):
     """Changed carts reported in detail (and explained)."""
     last: Annotated[int, Meta(ge=1, le=MAX_CARTS)] = DEFAULT_LAST
     """Without `carts`: how many of the most recent recorded decisions to simulate."""
-
-
-class InvalidCandidate(Struct, frozen=True):
-    """problem+json for candidate rules with errors: every problem, located."""
-
-    type: str
-    title: str
-    status: int
-    detail: str
-    instance: str
-    problems: tuple[Problem, ...]
 
 
 _REQUEST_DECODER: Final = msgspec.json.Decoder(SimulateRequest)
@@ -186,12 +175,8 @@ def simulate_handler(checkout: Checkout) -> HTTPRouteHandler:
 def _invalid(request: Request[Any, Any, Any], exc: RuleSetError) -> Response[bytes]:
     errors = [p for p in exc.problems if p.severity is Severity.ERROR]
     first = f", the first: {errors[0]}" if errors else ""
-    body = InvalidCandidate(
-        type=_INVALID_RULES,
-        title="Invalid rules",
-        status=422,
-        detail=f"{len(errors)} error(s) in the candidate rules{first}. Nothing was simulated.",
-        instance=request.url.path,
-        problems=tuple(exc.problems),
+    return invalid_rules(
+        request.url.path,
+        f"{len(errors)} error(s) in the candidate rules{first}. Nothing was simulated.",
+        shown_problems(exc.problems),
     )
-    return Response(msgspec.json.encode(body), status_code=422, media_type=PROBLEM_JSON)

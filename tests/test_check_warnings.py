@@ -106,6 +106,30 @@ def test_deny_rules_shadow_like_settings():
     assert message.startswith("rules.yaml:5:11: warning: rule `no-tees-to-de` never applies:")
 
 
+def test_a_products_ship_to_does_not_shadow_a_locations():
+    """A rule without `locations` says where the product may go; one with them, where those
+    locations may send it. Both apply, so neither shadows the other; within a layer, the
+    first still wins."""
+    assert warnings(
+        """\
+        rules:
+          - name: apparel-not-to-de
+            match: {tags: [apparel]}
+            ship_to: {deny: [DE]}
+          - name: dublin-apparel-only-to-ireland
+            match: {tags: [apparel], locations: [dub-dc]}
+            ship_to: {allow: [IE]}
+          - name: dublin-tees-only-to-france
+            match: {skus: [TEE], locations: [dub-dc]}
+            ship_to: {allow: [FR]}
+        """
+    ) == [
+        "rules.yaml:8:11: warning: rule `dublin-tees-only-to-france` never applies: earlier "
+        "rules that match everything it matches set all it sets first (`ship_to` by "
+        "`dublin-apparel-only-to-ireland` (rules.yaml:5)); remove it or move it above them"
+    ]
+
+
 def test_a_location_rule_covers_only_its_locations():
     assert (
         warnings(

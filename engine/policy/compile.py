@@ -89,6 +89,8 @@ CART_SETTINGS: Final = frozenset(
 )
 LOCATION_SETTINGS: Final = frozenset({"safety_stock", "min_atp"})
 _WHOLE: Final = frozenset({"ship_to"})
+_LAYERED: Final = frozenset({"ship_to"})
+"""Settings a rule with `locations` and one without set separately (both must permit)."""
 """Settings written and resolved as a whole rather than key by key."""
 _MEMO_LIMIT: Final = 65_536
 
@@ -949,6 +951,10 @@ class _Compiler:
                 for i in range(j):
                     earlier = rules[i]
                     sets = earlier.deny is not None if name == "deny" else name in earlier.settings
+                    if name in _LAYERED and (earlier.locations is None) != (
+                        later.locations is None
+                    ):
+                        continue  # a product's and a location's `ship_to` both apply
                     if sets and matched[j] <= matched[i] and _covers(earlier, later):
                         dead[name] = earlier
                         break

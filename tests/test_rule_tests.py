@@ -136,6 +136,46 @@ def test_demo_rule_tests_cover_every_kind_of_rule():
         assert word in text
     for setting in ["low_stock_threshold:", "min_atp:", "safety_stock:", "backorder.within_days:"]:
         assert setting in text
+    for expectation in ["locations:", "routing.criteria:", "partial_cart: true"]:
+        assert expectation in text
+
+
+def test_demo_rules_write_every_setting_in_some_rule():
+    """The demo is the merchandisers' example: each setting is written by a rule of its own (not
+    only in `defaults`), both sides of `ship_to` and a location's `ship_to` among them, so the
+    demo tests above exercise every kind of rule."""
+    rules = load_rule_set(RULES).rules
+    written = {name for rule in rules for name in rule.settings}
+    every = {
+        "ship_to",
+        "safety_stock",
+        "min_atp",
+        "low_stock_threshold",
+        "max_quantity",
+        "backorder.allowed",
+        "backorder.max_quantity",
+        "backorder.within_days",
+        "backorder.split",
+        "routing.criteria",
+        "routing.max_shipments",
+        "routing.max_locations_per_line",
+        "unknown_availability",
+        "partial_cart",
+    }
+    assert every <= written, every - written
+    assert any(rule.deny is not None for rule in rules)
+    assert "enabled: false" in (RULES / "rules.yaml").read_text(encoding="utf-8")
+    ship_to = [rule.settings["ship_to"][0] for rule in rules if "ship_to" in rule.settings]
+    assert any(rule.locations is not None for rule in rules if "ship_to" in rule.settings)
+    assert any(rule.locations is None for rule in rules if "ship_to" in rule.settings)
+    assert any(value.allow is not None for value in ship_to)
+    assert any(value.deny for value in ship_to)
+    unknown = {
+        rule.settings["unknown_availability"][0]
+        for rule in rules
+        if "unknown_availability" in rule.settings
+    }
+    assert {"reserve", "allocate"} <= unknown
 
 
 def test_the_rule_loader_does_not_read_the_tests_folder():
@@ -259,6 +299,90 @@ def test_location_setting_of_an_excluded_location(tmp_path):
     ]
 
 
+def test_location_verdicts_and_cart_settings(tmp_path):
+    """`locations` compares the explanation's verdict per location; `expect.settings` the
+    cart's settings, with the rule that set them when they differ."""
+    tests = """\
+    tests:
+      - name: tee-verdicts
+        availability:
+          - {sku: TEE, location_id: dub, atp: 6}
+          - {sku: TEE, location_id: cork, atp: 3}
+        cart: {country: IE, lines: [{sku: TEE, quantity: 5}]}
+        expect:
+          lines:
+            - locations: {dub: used, cork: excluded}
+          settings:
+            routing.criteria: [priority]
+            partial_cart: true
+    """
+    code, out, _ = run(folder_with(tmp_path, {"t.yaml": tests}))
+    assert code == 1
+    assert out.splitlines()[1:3] == [
+        "  line 0 (TEE) locations.cork: expected excluded, got used (allocated 1)",
+        "  settings.partial_cart: expected true, got false (built-in)",
+    ]
+    passing = tests.replace("cork: excluded", "cork: used").replace(
+        "            partial_cart: true\n", ""
+    )
+    assert run(folder_with(tmp_path / "b", {"t.yaml": passing}))[0] == 0
+
+
+def test_cart_settings_rule_origin_in_the_difference(tmp_path):
+    rules = SMALL_RULES + (
+        "  - name: partial-in-ireland\n    match: {countries: [IE]}\n    partial_cart: true\n"
+    )
+    tests = """\
+    tests:
+      - name: partial
+        cart: {country: IE, lines: [{sku: TEE, quantity: 1}]}
+        expect:
+          settings: {partial_cart: false}
+    """
+    code, out, _ = run(folder_with(tmp_path, {"t.yaml": tests}, rules=rules))
+    assert code == 1
+    assert out.splitlines()[1] == (
+        "  settings.partial_cart: expected false, got true (rule `partial-in-ireland`, "
+        "rules.yaml:22)"
+    )
+
+
+def test_misplaced_settings_and_unknown_locations_in_expectations():
+    cart_setting_on_a_line = PASSING.replace(
+        "            safety_stock: {dub: 2}", "            partial_cart: true"
+    )
+    assert problems_of(cart_setting_on_a_line) == [
+        "tests/t.yaml:18:13: `partial_cart` is a setting of the whole cart: give it under "
+        "`expect.settings`"
+    ]
+    line_setting_on_the_cart = PASSING.replace(
+        "      shipments:", "      settings: {max_quantity: 2}\n      shipments:"
+    )
+    assert problems_of(line_setting_on_the_cart) == [
+        "tests/t.yaml:19:18: `max_quantity` is not a setting of the cart; it is a setting of "
+        "each line: give it under the line's `settings`; the cart's are: routing.criteria, "
+        "routing.max_shipments, routing.max_locations_per_line, partial_cart"
+    ]
+    misspelt = PASSING.replace(
+        "      shipments:", "      settings: {routing.max_shipment: 2}\n      shipments:"
+    )
+    assert problems_of(misspelt) == [
+        "tests/t.yaml:19:18: `routing.max_shipment` is not a setting of the cart (did you mean "
+        "`routing.max_shipments`?); the cart's are: routing.criteria, routing.max_shipments, "
+        "routing.max_locations_per_line, partial_cart"
+    ]
+    typo = PASSING.replace("          reasons: []", "          locations: {dubb: used}")
+    assert problems_of(typo) == [
+        "tests/t.yaml:16:23: no location has the id `dubb` (did you mean `dub`?); the rules' "
+        "locations are: dub, cork"
+    ]
+    verdict = PASSING.replace("          reasons: []", "          locations: {dub: pased_over}")
+    assert problems_of(verdict) == [
+        "tests/t.yaml:16:28: `pased_over` is not a verdict on a location (did you mean "
+        "`passed_over`?); use one of: used, passed_over, excluded"
+    ]
+
+
 def test_restock_in_days_counts_from_the_tests_now():
     rules = rules_from(
         SMALL_RULES + "\n  - name: mugs-backorder\n    match: {tags: [home]}\n"
@@ -330,7 +454,8 @@ def test_unknown_expectation_key_suggests_the_right_one():
     assert problems_of(text) == [
         "tests/t.yaml:15:11: unknown key `alocations` in expectations of line 0 (TEE) of test "
         "`tee-from-dublin-then-cork` (did you mean `allocations`?); allowed keys: sku, status, "
-        "allocated, allocations, reserved, reservation, reasons, available, message, settings"
+        "allocated, allocations, reserved, reservation, reasons, available, message, settings, "
+        "locations"
     ]
 
 
@@ -343,7 +468,7 @@ def test_unknown_keys_of_expect_and_test_suggest_too():
     assert problems_of(PASSING.replace("shipments:", "shipment:")) == [
         "tests/t.yaml:19:7: unknown key `shipment` in `expect` of test "
         "`tee-from-dublin-then-cork` (did you mean `shipments`?); allowed keys: decision, "
-        "lines, shipments"
+        "lines, shipments, settings"
     ]
 
 
@@ -437,7 +562,8 @@ def test_a_test_must_expect_something():
         "    expect: {}\n",
     )
     assert problems_of(text) == [
-        "tests/t.yaml:10:13: `expect` states nothing: give `decision`, `lines` or `shipments`"
+        "tests/t.yaml:10:13: `expect` states nothing: give `decision`, `lines`, `shipments` or "
+        "`settings`"
     ]
 
 

@@ -535,6 +535,12 @@ def _enum_sentence(rel: Path_, value: str) -> str:
         )
     if last == "unknown_availability":
         return f"`{value}` is not a policy for unknown availability; use deny, reserve or allocate"
+    if names[-2:-1] == ["locations"]:
+        verdicts = ("used", "passed_over", "excluded")
+        return (
+            f"`{value}` is not a verdict on a location{_suggest(value, verdicts)}; use one of: "
+            + ", ".join(verdicts)
+        )
     allowed = _ALLOWED_WORDS.get(last)
     if allowed:
         return (

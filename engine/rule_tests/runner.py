@@ -67,6 +67,7 @@ _BEARING: Final[dict[str, frozenset[str] | None]] = {
     "reservation": _BACKORDER,
     "message": frozenset({"deny"}),
     "shipments": _ROUTING,
+    "locations": None,
 }
 """The settings that bear on each field a test compares (None: any of them may), so that a
 failure report shows those settings and where they were set, not all of them."""
@@ -122,6 +123,20 @@ def compare(test: RuleTest, decision: Decision) -> list[Difference]:
         got = {s.location_id: [item.sku for item in s.lines] for s in decision.shipments}
         if got != test.shipments:
             out.append(_cart_difference("shipments", test.shipments, got))
+    if test.settings:
+        found = decision.explanation.settings if decision.explanation is not None else ()
+        for name, expected in test.settings.items():
+            origin = next((s for s in found if s.setting == name), None)
+            actual = None if origin is None else _as_written(origin.value)
+            if actual != expected:
+                shown = (
+                    "not set" if origin is None else f"{_show(actual)} ({describe_origin(origin)})"
+                )
+                out.append(
+                    Difference(
+                        None, "", f"settings.{name}", _show(expected), shown, frozenset({name})
+                    )
+                )
     return out
 
 
@@ -220,7 +235,7 @@ def _compare_line(
                     field,
                     _show(expected),
                     _show(actual if shown is None else shown),
-                    _BEARING[field],
+                    _BEARING[field.partition(".")[0]],
                 )
             )
 
@@ -246,6 +261,15 @@ def _compare_line(
         check("message", expect.message, got.message)
     if not isinstance(expect.settings, UnsetType):
         out.extend(_compare_settings(index, subject, expect.settings, got))
+    if not isinstance(expect.locations, UnsetType):
+        judged = got.explanation.locations if got.explanation is not None else ()
+        for location_id, verdict in expect.locations.items():
+            seen = next((loc for loc in judged if loc.location_id == location_id), None)
+            if seen is None:
+                check(f"locations.{location_id}", verdict.value, "not listed", "not listed")
+            elif seen.verdict is not verdict:
+                shown = f"{seen.verdict.value} ({seen.detail})"
+                check(f"locations.{location_id}", verdict.value, seen.verdict.value, shown)
     return out
 
 
@@ -313,7 +337,7 @@ def _compare_settings(
                     )
                 )
                 continue
-            actual = msgspec.to_builtins(found.value)
+            actual = _as_written(found.value)
             if actual != expected_value:
                 out.append(
                     Difference(
@@ -376,3 +400,8 @@ def _union(bearings: Iterable[frozenset[str] | None]) -> frozenset[str] | None:
 
 def _indent(lines: list[str]) -> list[str]:
     return [f"    {line}" if line else line for line in lines]
+
+
+def _as_written(value: Any) -> Any:
+    """A setting's value as YAML would read it back (lists, not tuples), to compare."""
+    return msgspec.json.decode(msgspec.json.encode(value))

@@ -21,7 +21,7 @@ from msgspec import UNSET, Meta, Struct, UnsetType
 
 from engine.availability import Availability
 from engine.errors import Problem
-from engine.model import Cart, LineStatus, Outcome, ReasonCode
+from engine.model import Cart, LineStatus, LocationVerdict, Outcome, ReasonCode
 from engine.policy import RuleSet
 from engine.policy.load import convert_located, read_yaml, rule_files, suggest
 from engine.sources.snapshot import SnapshotEntry, records_from
@@ -63,6 +63,13 @@ LINE_SETTINGS: Final = (
 """Settings an expectation may name for a line (as `?explain=true` names them)."""
 LOCATION_SETTINGS: Final = ("safety_stock", "min_atp")
 """Settings with a value per location: expected as `{location id: value}`."""
+CART_SETTINGS: Final = (
+    "routing.criteria",
+    "routing.max_shipments",
+    "routing.max_locations_per_line",
+    "partial_cart",
+)
+"""Settings of the whole cart an expectation may name (under `expect.settings`)."""
 
 Quantity = Annotated[int, Meta(ge=0)]
 Name = Annotated[str, Meta(min_length=1, max_length=200)]
@@ -98,6 +105,9 @@ class LineExpectation(Struct, frozen=True, forbid_unknown_fields=True):
     settings: dict[str, Any] | UnsetType = UNSET
     """Setting -> value for the line, as the explanation gives it; `safety_stock` and
     `min_atp` as `{location id: value}`."""
+    locations: dict[str, LocationVerdict] | UnsetType = UNSET
+    """Location id -> `used`, `passed_over` or `excluded`, as the explanation judges it; only
+    the locations given are compared."""
 
 
 class Expectation(Struct, frozen=True, forbid_unknown_fields=True):
@@ -109,6 +119,8 @@ class Expectation(Struct, frozen=True, forbid_unknown_fields=True):
     SKU is on one line only. Each entry is read as a `LineExpectation` on its own."""
     shipments: dict[str, list[str]] | UnsetType = UNSET
     """Location id -> the SKUs it ships, in cart order; all shipments: `{}` says none."""
+    settings: dict[str, Any] | UnsetType = UNSET
+    """Cart setting (`routing.*`, `partial_cart`) -> value, as the explanation gives it."""
 
 
 class RuleTestSpec(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -142,6 +154,8 @@ class RuleTest:
     lines: tuple[tuple[int, LineExpectation], ...]
     """(cart line index, what it should be), in cart order."""
     shipments: dict[str, list[str]] | None
+    settings: dict[str, Any]
+    """Cart setting -> expected value (none: not compared)."""
 
     @property
     def where(self) -> str:
@@ -198,6 +212,15 @@ def load_test_texts(
             names[test.name] = test.where
             tests.append(test)
     return tests, problems
+
+
+_Expected = tuple[
+    Outcome | None,
+    tuple[tuple[int, LineExpectation], ...],
+    dict[str, list[str]] | None,
+    dict[str, Any],
+]
+"""The cart's outcome, each line's expectations, the shipments and the cart settings."""
 
 
 class _Reader:
@@ -272,7 +295,7 @@ class _Reader:
         expected = self.expectation(spec, cart, path, noun)
         if cart is None or expected is None or len(self.problems) > before:
             return None
-        decision, lines, shipments = expected
+        decision, lines, shipments, settings = expected
         return RuleTest(
             name=spec.name,
             description=spec.description,
@@ -284,6 +307,7 @@ class _Reader:
             decision=decision,
             lines=lines,
             shipments=shipments,
+            settings=settings,
         )
 
     def location(self, location_id: str, path: tuple[str | int, ...], *, key: bool = False) -> None:
@@ -339,10 +363,7 @@ class _Reader:
 
     def expectation(
         self, spec: RuleTestSpec, cart: Cart | None, path: tuple[str | int, ...], noun: str
-    ) -> (
-        tuple[Outcome | None, tuple[tuple[int, LineExpectation], ...], dict[str, list[str]] | None]
-        | None
-    ):
+    ) -> _Expected | None:
         at = (*path, "expect")
         expect, problem = convert_located(
             spec.expect, Expectation, self.source, at, f"`expect` of {noun}", root=Expectation
@@ -351,8 +372,15 @@ class _Reader:
             self.problems.append(problem)
         if expect is None:
             return None
-        if expect.decision is UNSET and expect.lines is UNSET and expect.shipments is UNSET:
-            self.error(at, "`expect` states nothing: give `decision`, `lines` or `shipments`")
+        if (
+            expect.decision is UNSET
+            and expect.lines is UNSET
+            and expect.shipments is UNSET
+            and expect.settings is UNSET
+        ):
+            self.error(
+                at, "`expect` states nothing: give `decision`, `lines`, `shipments` or `settings`"
+            )
             return None
         lines = self.line_expectations(cart, expect, at, noun)
         shipments = None
@@ -360,8 +388,24 @@ class _Reader:
             shipments = expect.shipments
             for location_id in shipments:
                 self.location(location_id, (*at, "shipments", location_id), key=True)
+        settings: dict[str, Any] = {}
+        if not isinstance(expect.settings, UnsetType):
+            settings = expect.settings
+            for name in settings:
+                if name not in CART_SETTINGS:
+                    hint = (
+                        "; it is a setting of each line: give it under the line's `settings`"
+                        if name in LINE_SETTINGS or name in LOCATION_SETTINGS
+                        else suggest(name, list(CART_SETTINGS))
+                    )
+                    self.error(
+                        (*at, "settings", name),
+                        f"`{name}` is not a setting of the cart{hint}; the cart's are: "
+                        + ", ".join(CART_SETTINGS),
+                        key=True,
+                    )
         decision = None if isinstance(expect.decision, UnsetType) else expect.decision
-        return decision, lines, shipments
+        return decision, lines, shipments, settings
 
     def line_expectations(
         self, cart: Cart | None, expect: Expectation, at: tuple[str | int, ...], noun: str
@@ -443,13 +487,22 @@ class _Reader:
             self.location(line.reservation.location_id, (*path, "reservation", "location_id"))
         if not isinstance(line.settings, UnsetType):
             self.settings(line.settings, (*path, "settings"))
+        if not isinstance(line.locations, UnsetType):
+            for location_id in line.locations:
+                self.location(location_id, (*path, "locations", location_id), key=True)
         return line
 
     def settings(self, settings: dict[str, Any], path: tuple[str | int, ...]) -> None:
         known = [*LINE_SETTINGS, *LOCATION_SETTINGS]
         for name, value in settings.items():
             at = (*path, name)
-            if name not in known:
+            if name in CART_SETTINGS:
+                self.error(
+                    at,
+                    f"`{name}` is a setting of the whole cart: give it under `expect.settings`",
+                    key=True,
+                )
+            elif name not in known:
                 self.error(
                     at,
                     f"`{name}` is not a setting of a line{suggest(name, known)}; use one of: "

@@ -3,7 +3,7 @@
 Each recorded line holds the cart, the availability the decision was made from, when it was made
 and under which rule set, and the decision (without explanations):
 
-    {"decided_at": "2026-11-22T12:00:00Z", "rule_set": "84dacfe8b68e", "cart": {...},
+    {"decided_at": "2026-11-22T12:00:00Z", "rule_set": "c95f239b487d", "cart": {...},
      "availability": {"records": [StockRecord, ...], "unknown": {"SKU": ["location", ...]}},
      "decision": {...}}
 

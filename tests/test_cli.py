@@ -94,7 +94,7 @@ def test_check_demo_rules_exits_0(capsys):
     out, err = capsys.readouterr()
     assert out == ""
     assert "ok, rule set" in err
-    assert "6 locations, 9 catalog items, 8 rules" in err
+    assert "6 locations, 9 catalog items, 15 rules" in err
 
 
 def test_check_defaults_to_the_rules_folder(capsys, monkeypatch):

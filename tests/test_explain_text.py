@@ -69,7 +69,7 @@ def test_render_demo_cart_exactly(checkout, name):
 def test_split_names_each_location_and_the_rule_behind_its_safety_stock(checkout):
     cart = demo_cart("split")
     lines = render(decided(checkout, cart), cart).splitlines()
-    assert lines[0] == "Cart demo-split to FR: allocate (rule set 84dacfe8b68e)"
+    assert lines[0] == "Cart demo-split to FR: allocate (rule set c95f239b487d)"
     assert "Line 0: 8 × HOODIE-GRY-L: allocated 5 from dub-dc, 3 from ams-dc" in lines
     assert (
         "    dub-dc        used         allocated 5; ATP 7, safety stock 2 → 5 allocatable" in lines
@@ -98,13 +98,13 @@ def test_preorder_shows_the_reservation_and_its_restock(checkout):
         "Line 0: 2 × SNEAKER-RUN-42: reserved 2 at ber-dropship against the restock of 2026-12-06"
         in text
     )
-    assert "    backorder.split: false (rule `sneaker-preorders`, rules.yaml:65)" in text
+    assert "    backorder.split: false (rule `sneaker-preorders`, rules.yaml:99)" in text
 
 
 def test_render_without_explanations_lists_what_each_line_got(checkout):
     cart = demo_cart("split")
     assert render(decided(checkout, cart, explain=False)) == (
-        "Cart demo-split: allocate (rule set 84dacfe8b68e)\n"
+        "Cart demo-split: allocate (rule set c95f239b487d)\n"
         "\n"
         "Line 0: 8 × HOODIE-GRY-L: allocated 5 from dub-dc, 3 from ams-dc\n"
         "\n"

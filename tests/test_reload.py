@@ -177,7 +177,7 @@ BREAKS = {
     ),
     "unknown-routing-criterion": Break(
         "rules.yaml",
-        replace("priority, most_stock]", "priority, most_stok]"),
+        replace("same_country, priority, most_stock]", "same_country, priority, most_stok]"),
         "most_stok",
         "did you mean `most_stock`?",
     ),
@@ -258,7 +258,7 @@ BREAKS = {
         ),
         "routing:",
         "move it to such a rule or to `defaults`",
-        occurrence=2,
+        occurrence=3,
     ),
     "uk-for-gb": Break(
         "rules.yaml",

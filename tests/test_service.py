@@ -891,17 +891,24 @@ def test_rules_describe_the_active_rule_set(client, rule_set):
     assert [r["name"] for r in body["rules"]] == [
         "store-keeps-display-stock",
         "hoodie-safety-stock",
+        "berlin-feed-lags",
         "no-batteries-to-north-america",
+        "berlin-sends-batteries-by-road",
+        "vinyl-licensed-for-europe",
         "no-blades-to-gb",
         "limited-vinyl-two-per-order",
+        "vinyl-low-stock-early",
         "sneaker-preorders",
         "home-trust-when-unknown",
+        "gift-cards-sell-when-unknown",
+        "marketplace-takes-what-ships",
+        "nordics-fewest-parcels",
         "wholesale-one-shipment",
     ]
-    assert body["rules"][3] == {
+    assert body["rules"][6] == {
         "name": "no-blades-to-gb",
         "file": "rules.yaml",
-        "line": 43,
+        "line": 64,
         "sets": ["deny"],
     }
     assert body["defaults"]["routing.max_shipments"] == 3

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Final
+from typing import Final, Literal
 
 import msgspec
 
@@ -36,6 +36,14 @@ from engine.reload import (
     keep_sources,
     watch_enabled,
 )
+from engine.service.auth import (
+    API_KEYS_FILE_VARIABLE,
+    SCOPES,
+    ApiKeys,
+    KeyFileError,
+    digest,
+    new_key,
+)
 from engine.service.problems import decode_error
 from engine.simulate import command as simulate_command
 from engine.sources.snapshot import SnapshotSource
@@ -46,6 +54,10 @@ DEFAULT_RULES: Final = Path("rules")
 DEFAULT_AVAILABILITY: Final = Path("demo/availability.json")
 DEMO_SECRETS: Final = Path("demo/secrets.json")
 """The simulator's demo tokens (fake credentials for a fake upstream, so they may be shipped)."""
+DEMO_API_KEYS: Final = Path("demo/api-keys.json")
+"""The demo's API keys (their hashes); the keys themselves are public, printed by the demo."""
+DEMO_KEYS: Final = {"decide": "demo-checkout-key", "admin": "demo-admin-key"}
+ANONYMOUS_VARIABLE: Final = "ENGINE_ALLOW_ANONYMOUS"
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -178,6 +190,9 @@ def _serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(str(exc), file=sys.stderr)
         return 2
+    api_keys = _api_keys(args)
+    if api_keys is False:
+        return 2
     checkout, origin, close, sources_for = _load_checkout(
         args.rules, args.availability, upstream=True, budget=budget
     )
@@ -196,11 +211,36 @@ def _serve(args: argparse.Namespace) -> int:
         watch=watch,
         poll_interval=args.watch_interval,
     )
-    app = create_app(checkout, on_shutdown=closers, reloader=reloader)
+    app = create_app(
+        checkout,
+        on_shutdown=closers,
+        reloader=reloader,
+        api_keys=api_keys or None,
+    )
     base = f"http://{args.host}:{args.port}"
     also = (["on every edit"] if watch else []) + (
         [f"on kill -HUP {os.getpid()}"] if hasattr(signal, "SIGHUP") else []
     )
+    decide_key, admin_key = (
+        (DEMO_KEYS["decide"], DEMO_KEYS["admin"])
+        if getattr(args, "demo_keys", False)
+        else ("$KEY", "$ADMIN_KEY")
+    )
+    auth = f" -H 'authorization: Bearer {decide_key}'" if api_keys else ""
+    admin_auth = f" -H 'authorization: Bearer {admin_key}'" if api_keys else ""
+    if api_keys:
+        keys_line = (
+            f"API keys: {', '.join(api_keys.names)} (from {args.api_keys})"
+            + (
+                f"; the demo's: {DEMO_KEYS['decide']} (decide), {DEMO_KEYS['admin']} "
+                "(decide, admin)"
+                if getattr(args, "demo_keys", False)
+                else ""
+            )
+            + "\n"
+        )
+    else:
+        keys_line = "No API keys: every route is open (--allow-anonymous)\n"
     print(
         f"Serving rule set {checkout.rules.id} from {args.rules}/ with availability from "
         f"{origin}, within {round(budget * 1000)} ms per cart\n"
@@ -210,8 +250,11 @@ def _serve(args: argparse.Namespace) -> int:
         + "".join(f"; also {what}" for what in also)
         + ")\n"
         f"  {base}/schema           (OpenAPI)\n"
-        f"Try:\n  curl -s -X POST {base}/v1/allocations -H 'content-type: application/json' "
-        """-d '{"country": "IE", "lines": [{"sku": "TEE-BLK-M", "quantity": 2}]}'\n""",
+        + keys_line
+        + f"Try:\n  curl -s -X POST {base}/v1/allocations{auth} "
+        "-H 'content-type: application/json' "
+        """-d '{"country": "IE", "lines": [{"sku": "TEE-BLK-M", "quantity": 2}]}'\n"""
+        f"  curl -s {base}/v1/rules{admin_auth}\n",
         flush=True,
     )
     if recorder is not None:
@@ -260,6 +303,8 @@ def _demo(args: argparse.Namespace) -> int:
             os.environ[env_name(name, "URL")] = f"http://{args.host}:{sim_port + offset}"
         os.environ.setdefault(SECRETS_FILE_VARIABLE, str(DEMO_SECRETS))
         args.availability = None
+        if args.api_keys is None and not args.allow_anonymous:
+            args.api_keys, args.demo_keys = DEMO_API_KEYS, True
         return _serve(args)
     finally:
         simulator.terminate()
@@ -314,6 +359,55 @@ def _record_options(parser: argparse.ArgumentParser) -> None:
         metavar="RATE",
         help=f"share of decisions recorded, 0 to 1 (default: ${RECORD_SAMPLE_VARIABLE}, else 1)",
     )
+
+
+def _key_options(parser: argparse.ArgumentParser, *, demo: bool = False) -> None:
+    parser.add_argument(
+        "--api-keys",
+        type=Path,
+        default=None,
+        help=f"the API keys file (default: ${API_KEYS_FILE_VARIABLE}"
+        + (f", else the demo's {DEMO_API_KEYS}" if demo else "")
+        + "); `python -m engine keys new` makes one",
+    )
+    parser.add_argument(
+        "--allow-anonymous",
+        action="store_true",
+        default=os.environ.get(ANONYMOUS_VARIABLE, "").lower() in {"1", "true", "yes"},
+        help=f"run with every route open when no keys are given (or {ANONYMOUS_VARIABLE}=1)",
+    )
+
+
+def _api_keys(args: argparse.Namespace) -> ApiKeys | Literal[False] | None:
+    """The keys to enforce; None to run open (only when allowed); False: refuse to start."""
+    path = args.api_keys
+    if path is None and os.environ.get(API_KEYS_FILE_VARIABLE):
+        path = args.api_keys = Path(os.environ[API_KEYS_FILE_VARIABLE])
+    if path is None:
+        if args.allow_anonymous:
+            return None
+        print(
+            f"no API keys: give --api-keys FILE or {API_KEYS_FILE_VARIABLE} (make one with "
+            f"`python -m engine keys new --name NAME --scope decide`), or run with every route "
+            f"open with --allow-anonymous ({ANONYMOUS_VARIABLE}=1)",
+            file=sys.stderr,
+        )
+        return False
+    try:
+        return ApiKeys.from_file(path)
+    except KeyFileError as exc:
+        print(str(exc), file=sys.stderr)
+        return False
+
+
+def _keys(args: argparse.Namespace) -> int:
+    """`keys new`: a fresh key, and the entry that lets it in (the file keeps only its hash)."""
+    key = new_key()
+    entry = {"name": args.name, "scopes": sorted(set(args.scope)), "sha256": digest(key)}
+    print(f"key (give it to the client; it is not stored anywhere): {key}")
+    print(f'entry for the keys file ({API_KEYS_FILE_VARIABLE}), under "keys":')
+    print(msgspec.json.encode(entry).decode())
+    return 0
 
 
 def _budget_option(parser: argparse.ArgumentParser) -> None:
@@ -400,6 +494,7 @@ def _parser() -> argparse.ArgumentParser:
         help="serve from this snapshot file instead of the upstream APIs the rules configure",
     )
     serve.add_argument("--log-level", default="info")
+    _key_options(serve)
     _budget_option(serve)
     _watch_options(serve)
     _record_options(serve)
@@ -413,6 +508,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--simulator-port", type=int, default=8100)
     demo.add_argument("--rules", type=Path, default=DEFAULT_RULES)
     demo.add_argument("--log-level", default="info")
+    _key_options(demo, demo=True)
     _budget_option(demo)
     _watch_options(demo)
     _record_options(demo)
@@ -457,6 +553,15 @@ def _parser() -> argparse.ArgumentParser:
         help="the time bare carts are decided at (default: now); recorded ones keep theirs",
     )
     simulate.set_defaults(func=_simulate)
+
+    keys = sub.add_parser("keys", help="API keys: `keys new` makes one")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    new = keys_sub.add_parser("new", help="a fresh key and its entry for the keys file")
+    new.add_argument("--name", required=True, help="who uses it, e.g. checkout-web")
+    new.add_argument(
+        "--scope", action="append", choices=SCOPES, required=True, help="repeat for several"
+    )
+    new.set_defaults(func=_keys)
 
     sub.add_parser(
         "simulator",

@@ -51,7 +51,10 @@ def wait_for(url: str, process: subprocess.Popen[bytes], seconds: float = 20) ->
 
 def post(url: str, body: bytes) -> dict[str, object]:
     request = urllib.request.Request(
-        url, data=body, headers={"content-type": "application/json"}, method="POST"
+        url,
+        data=body,
+        headers={"content-type": "application/json", "authorization": "Bearer demo-checkout-key"},
+        method="POST",
     )
     with urllib.request.urlopen(request, timeout=5) as response:
         return json.loads(response.read())  # type: ignore[no-any-return]

@@ -641,6 +641,10 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+ADMIN = {"authorization": "Bearer demo-admin-key"}
+"""The demo's admin key (demo/api-keys.json): the served routes are tried with keys, as run."""
+
+
 @dataclass
 class Server:
     base: str
@@ -655,6 +659,7 @@ def serve(folder: Path, *options: str, env: dict[str, str] | None = None) -> Ite
     log = folder.parent / "server.log"
     command = [sys.executable, "-m", "engine", "serve", "--rules", str(folder), "--port", str(port)]
     command += ["--availability", str(DEMO_AVAILABILITY), "--log-level", "warning", *options]
+    command += ["--api-keys", str(ROOT / "demo" / "api-keys.json")]
     with log.open("wb") as out:
         process = subprocess.Popen(
             command,
@@ -707,7 +712,7 @@ def test_reloads_under_load_fail_no_cart(folder: Path, watched: Server) -> None:
     failures: list[str] = []
 
     def client_loop(offset: int) -> None:
-        with httpx.Client(base_url=watched.base, timeout=10) as client:
+        with httpx.Client(base_url=watched.base, timeout=10, headers=ADMIN) as client:
             n = offset
             while not stop.is_set():
                 n += 1
@@ -730,7 +735,7 @@ def test_reloads_under_load_fail_no_cart(folder: Path, watched: Server) -> None:
     started = time.monotonic()
     outcomes: list[str] = []
     try:
-        with httpx.Client(base_url=watched.base, timeout=10) as admin:
+        with httpx.Client(base_url=watched.base, timeout=10, headers=ADMIN) as admin:
             live = id_a
             for i in range(100):
                 assert time.monotonic() - started < 45, "100 reloads took too long"
@@ -795,14 +800,16 @@ def test_sighup_reloads_a_running_server(folder: Path) -> None:
         while httpx.get(f"{server.base}/health").json()["rule_set"] != expected:
             assert time.monotonic() < deadline, server.log.read_text()
             time.sleep(0.02)
-        history = httpx.get(f"{server.base}/v1/rules/history").json()
+        history = httpx.get(f"{server.base}/v1/rules/history", headers=ADMIN).json()
         assert [(h["trigger"], h["outcome"]) for h in history] == [
             ("signal", "loaded"),
             ("startup", "loaded"),
         ]
         write(folder / "rules.yaml", "rules:\n  - name: half\n")
         server.process.send_signal(signal.SIGHUP)
-        while "last_rejected" not in (shown := httpx.get(f"{server.base}/v1/rules").json()):
+        while "last_rejected" not in (
+            shown := httpx.get(f"{server.base}/v1/rules", headers=ADMIN).json()
+        ):
             assert time.monotonic() < deadline, server.log.read_text()
             time.sleep(0.02)
         assert shown["id"] == expected

@@ -1,7 +1,7 @@
 """Admin routes for the rules: reload them, and see what was loaded when.
 
-These change or reveal what every cart is decided with, so they will need the admin scope once
-API keys exist; there is no authentication yet. A rejected reload is a 422 problem+json listing
+These change or reveal what every cart is decided with, so they need the `admin` scope when the
+service has API keys (engine/service/auth.py). A rejected reload is a 422 problem+json listing
 every problem as `{file, line, column, message}` (file named within the rules folder) and the
 rule set that stays live.
 """
@@ -26,7 +26,7 @@ def _line(problem: RuleProblem) -> str:
 
 def rule_admin_handlers(reloader: RuleReloader) -> list[HTTPRouteHandler]:
     """`POST /v1/rules/reload` and `GET /v1/rules/history`, closures over one reloader.
-    Admin routes: they will need the admin scope once API keys exist (no auth yet)."""
+    Admin routes: they need the `admin` scope."""
 
     @post(
         "/v1/rules/reload",
@@ -34,8 +34,10 @@ def rule_admin_handlers(reloader: RuleReloader) -> list[HTTPRouteHandler]:
         summary="Reload the rules folder (admin)",
         description="Read, check and compile the rule files; put them in force only when they "
         "have no errors. 422 (`/problems/invalid-rules`) lists every problem; the live rule set "
-        "is then unchanged. Will need the admin scope once API keys exist.",
+        "is then unchanged. Needs the `admin` scope.",
         tags=["rules"],
+        opt={"scope": "admin"},
+        security=[{"ApiKey": []}],
     )
     async def reload_rules(request: Request[Any, Any, Any]) -> Response[bytes]:
         attempt = await reloader.reload("api")
@@ -62,8 +64,10 @@ def rule_admin_handlers(reloader: RuleReloader) -> list[HTTPRouteHandler]:
         description="Each attempt to load the rules: when (UTC), what triggered it (startup, "
         f"file, api, signal), the outcome, the rule set id and SHA-256 digest, the files, and "
         f"the problems of a rejected one. The last {reloader.history.maxlen} are kept. Will "
-        "need the admin scope once API keys exist.",
+        "need the `admin` scope.",
         tags=["rules"],
+        opt={"scope": "admin"},
+        security=[{"ApiKey": []}],
     )
     async def rules_history() -> Response[bytes]:
         return Response(msgspec.json.encode(reloader.newest_first()), media_type=MediaType.JSON)

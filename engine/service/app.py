@@ -16,12 +16,14 @@ from litestar import Litestar, MediaType, Response, get, post
 from litestar.dto import MsgspecDTO
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import (
+    Components,
     OpenAPIMediaType,
     OpenAPIResponse,
     OpenAPIType,
     Operation,
     Reference,
     Schema,
+    SecurityScheme,
 )
 from litestar.params import Body, QueryParameter
 from litestar.typing import FieldDefinition
@@ -34,6 +36,7 @@ from engine.explain_text import render
 from engine.model import CHANNEL_PATTERN, MAX_LINES, AvailabilityAnswer, Cart, Decision, Sku
 from engine.reload import RuleReloader
 from engine.service.admin import rule_admin_handlers
+from engine.service.auth import ApiKeys
 from engine.service.problems import MAX_BODY_BYTES, decode_error, exception_handlers
 from engine.service.simulate import simulate_handler
 
@@ -44,6 +47,8 @@ __all__ = ("MAX_BODY_BYTES", "create_app")
 
 
 _CART_DECODER: Final = msgspec.json.Decoder(Cart)
+_KEY: Final[list[dict[str, list[str]]]] = [{"ApiKey": []}]
+"""The OpenAPI security requirement of a route that needs a key."""
 
 
 class StrictDTO(MsgspecDTO[Cart]):
@@ -106,11 +111,14 @@ def create_app(
     debug: bool = False,
     on_shutdown: Sequence[Callable[[], Awaitable[Any]]] = (),
     reloader: RuleReloader | None = None,
+    api_keys: ApiKeys | None = None,
 ) -> Litestar:
     """Build the app around one `Checkout` (its rule set may be replaced while running).
     `on_shutdown` closes what the checkout's sources hold open (the upstream HTTP client).
     With a `reloader` (the checkout's rules folder) the rules reload on file edits, SIGHUP and
-    `POST /v1/rules/reload`, and `GET /v1/rules/history` lists the loads."""
+    `POST /v1/rules/reload`, and `GET /v1/rules/history` lists the loads. With `api_keys`
+    every route that names a scope needs a key that has it; without, the service is open (the
+    command line refuses that unless told to)."""
 
     @post(
         "/v1/allocations",
@@ -124,6 +132,8 @@ def create_app(
         "(`text/plain`), for people.",
         tags=["decisions"],
         operation_class=_DecisionOperation,
+        opt={"scope": "decide"},
+        security=_KEY,
     )
     async def allocations(
         data: Annotated[Cart, Body(title="Cart", description="The lines and where they go")],
@@ -147,6 +157,8 @@ def create_app(
         "/v1/availability",
         summary="Availability of SKUs for a destination",
         tags=["availability"],
+        opt={"scope": "decide"},
+        security=_KEY,
     )
     async def availability(
         sku: Annotated[
@@ -161,7 +173,13 @@ def create_app(
     ) -> AvailabilityAnswer:
         return await checkout.availability(sku, country, channel)
 
-    @get("/v1/rules", summary="The active rule set", tags=["rules"])
+    @get(
+        "/v1/rules",
+        summary="The active rule set (admin)",
+        tags=["rules"],
+        opt={"scope": "admin"},
+        security=_KEY,
+    )
     async def rules() -> Response[bytes]:
         body = checkout.rules.describe()
         if reloader is not None:
@@ -170,8 +188,10 @@ def create_app(
 
     @get(
         "/v1/sources",
-        summary="Availability sources: cache, upstream and breaker counters",
+        summary="Availability sources: cache, upstream and breaker counters (admin)",
         tags=["operations"],
+        opt={"scope": "admin"},
+        security=_KEY,
     )
     async def sources() -> Response[bytes]:
         return Response(msgspec.json.encode(checkout.stats()), media_type=MediaType.JSON)
@@ -185,11 +205,24 @@ def create_app(
         route_handlers=[allocations, availability, rules, sources, health, simulate_rules]
         + (rule_admin_handlers(reloader) if reloader is not None else []),
         exception_handlers=exception_handlers,
+        guards=[api_keys.guard] if api_keys is not None else [],
         request_max_body_size=MAX_BODY_BYTES,
         on_startup=[reloader.start] if reloader is not None else [],
         on_shutdown=([reloader.stop] if reloader is not None else []) + list(on_shutdown),
         openapi_config=OpenAPIConfig(
-            title="Checkout allocation engine", version=__version__, path="/schema"
+            title="Checkout allocation engine",
+            version=__version__,
+            path="/schema",
+            components=Components(
+                security_schemes={
+                    "ApiKey": SecurityScheme(
+                        type="http",
+                        scheme="bearer",
+                        description="An API key with the route's scope (`decide` or `admin`), "
+                        "as `Authorization: Bearer <key>` (or `X-API-Key: <key>`)",
+                    )
+                }
+            ),
         ),
         debug=debug,
     )

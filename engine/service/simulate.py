@@ -120,12 +120,13 @@ def simulate_handler(checkout: Checkout) -> HTTPRouteHandler:
         "responsible: the report of `python -m engine simulate --format json`. Body: "
         '`{"files": {"rules.yaml": "..."}, "carts": [...], "show": 20}`; without `carts`, the '
         "service's recording (`serve --record`), its `last` 10,000 decisions. 422 "
-        "(`/problems/invalid-rules`) lists the candidate's problems. Will need the admin scope "
-        "once API keys exist.",
+        "(`/problems/invalid-rules`) lists the candidate's problems. Needs the `admin` scope.",
         tags=["rules"],
+        opt={"scope": "admin"},
+        security=[{"ApiKey": []}],
     )
     async def simulate_rules(request: Request[Any, Any, Any]) -> Response[bytes]:
-        """Admin: will need the admin scope once API keys exist (there is no auth yet)."""
+        """Admin: needs the `admin` scope when the service has API keys."""
         body = await request.body()
         async with one_at_a_time:
             try:

@@ -226,8 +226,8 @@ def _serve(args: argparse.Namespace) -> int:
         if getattr(args, "demo_keys", False)
         else ("$KEY", "$ADMIN_KEY")
     )
-    auth = f" -H 'authorization: Bearer {decide_key}'" if api_keys else ""
-    admin_auth = f" -H 'authorization: Bearer {admin_key}'" if api_keys else ""
+    auth = f' -H "authorization: Bearer {decide_key}"' if api_keys else ""
+    admin_auth = f' -H "authorization: Bearer {admin_key}"' if api_keys else ""
     if api_keys:
         keys_line = (
             f"API keys: {', '.join(api_keys.names)} (from {args.api_keys})"
@@ -259,7 +259,17 @@ def _serve(args: argparse.Namespace) -> int:
     )
     if recorder is not None:
         print(f"Recording {recorder.sample:.0%} of decisions to {recorder.path}", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+    # On SIGTERM uvicorn stops accepting, lets requests in flight finish (for at most
+    # --shutdown-timeout seconds), then runs the app's shutdown: nothing a checkout waits on is
+    # cut off by a deploy.
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        access_log=False,
+        timeout_graceful_shutdown=args.shutdown_timeout,
+    )
     return 0
 
 
@@ -358,6 +368,15 @@ def _record_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="RATE",
         help=f"share of decisions recorded, 0 to 1 (default: ${RECORD_SAMPLE_VARIABLE}, else 1)",
+    )
+
+
+def _shutdown_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        default=10.0,
+        help="on SIGTERM, seconds to let requests in flight finish (default: 10)",
     )
 
 
@@ -494,6 +513,7 @@ def _parser() -> argparse.ArgumentParser:
         help="serve from this snapshot file instead of the upstream APIs the rules configure",
     )
     serve.add_argument("--log-level", default="info")
+    _shutdown_option(serve)
     _key_options(serve)
     _budget_option(serve)
     _watch_options(serve)
@@ -508,6 +528,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--simulator-port", type=int, default=8100)
     demo.add_argument("--rules", type=Path, default=DEFAULT_RULES)
     demo.add_argument("--log-level", default="info")
+    _shutdown_option(demo)
     _key_options(demo, demo=True)
     _budget_option(demo)
     _watch_options(demo)

@@ -38,6 +38,7 @@ ROUTES: list[tuple[str, str, object, str | None]] = [
     ("GET", "/v1/rules/history", None, "admin"),
     ("POST", "/v1/rules/simulate", {"files": {"rules.yaml": "rules: {"}, "carts": [CART]}, "admin"),
     ("GET", "/health", None, None),
+    ("GET", "/ready", None, None),
     ("GET", "/schema/openapi.json", None, None),
 ]
 

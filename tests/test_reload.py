@@ -822,3 +822,34 @@ def test_the_cli_checks_the_watch_interval(folder: Path) -> None:
     from engine.cli import main  # noqa: PLC0415
 
     assert main(["serve", "--rules", str(folder), "--watch-interval", "0"]) == 2
+
+
+def test_sigterm_lets_a_request_in_flight_finish(folder: Path) -> None:
+    """A deploy stops the service with SIGTERM: a simulation of 8,000 carts already running
+    still gets its answer, then the process shuts down in order and stops listening."""
+    files = {path.name: path.read_text(encoding="utf-8") for path in folder.glob("*.yaml")}
+    cart = {"country": "IE", "lines": [{"sku": "TEE-BLK-M", "quantity": 1}]}
+    body = {"files": files, "carts": [cart] * 8000, "show": 0}
+    with serve(folder, "--no-watch", "--shutdown-timeout", "20") as server:
+        assert httpx.get(f"{server.base}/ready").json()["status"] == "ready"
+        answer: list[httpx.Response] = []
+
+        def simulate() -> None:
+            answer.append(
+                httpx.post(f"{server.base}/v1/rules/simulate", json=body, headers=ADMIN, timeout=30)
+            )
+
+        worker = threading.Thread(target=simulate)
+        started = time.monotonic()
+        worker.start()
+        time.sleep(0.3)  # the request is in flight (it takes about a second)
+        server.process.send_signal(signal.SIGTERM)
+        worker.join(30)
+        # uvicorn re-raises SIGTERM once it has shut down, so the exit status says so.
+        assert server.process.wait(20) == -signal.SIGTERM
+    assert time.monotonic() - started > 0.3
+    (response,) = answer
+    assert response.status_code == 200, response.text
+    assert response.json()["counts"]["total"] == 8000
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{server.base}/ready", timeout=1)

@@ -19,7 +19,7 @@ from engine.checkout import Checkout
 from engine.model import MAX_LINES
 from engine.policy import RuleSet, load_rule_set
 from engine.service import create_app
-from engine.service.app import MAX_BODY_BYTES
+from engine.service.app import MAX_BODY_BYTES, readiness
 from engine.sources.snapshot import SnapshotSource
 from tests.helpers import DEMO_AVAILABILITY, DEMO_LOCATIONS, NOW, RULES
 
@@ -953,3 +953,50 @@ def test_replaced_rules_are_served(rule_set):
         body = post_cart(test_client, {"country": "IE", "lines": [line()]})
         assert body["rule_set"] == "replacement"
         assert before == rule_set.id
+
+
+# --- readiness ---------------------------------------------------------------------------------
+
+
+class _Stats:
+    """A checkout's `stats()` and rules, as `readiness` reads them."""
+
+    def __init__(self, sources: dict[str, dict[str, object]]) -> None:
+        self._sources = sources
+        self.rules = load_rule_set(RULES)
+
+    def stats(self) -> dict[str, object]:
+        return {"budget_ms": 150, "sources": self._sources}
+
+
+def _source(state: str, retry_after_ms: int = 0) -> dict[str, object]:
+    return {"breaker": {"state": state}, "retry_after_ms": retry_after_ms}
+
+
+def test_ready_reports_the_rule_set_and_each_sources_health():
+    stats = _Stats(
+        {
+            "dr-levels": _source("closed"),
+            "dr-shopper": _source("closed", retry_after_ms=1200),
+            "shoplazza": _source("half_open"),
+            "catalog": _source("open"),
+        }
+    )
+    body = readiness(stats, None)  # type: ignore[arg-type]
+    assert body == {
+        "status": "ready",
+        "rule_set": stats.rules.id,
+        "sources": {
+            "dr-levels": {"health": "ok", "breaker": "closed", "retry_after_ms": 0},
+            "dr-shopper": {"health": "degraded", "breaker": "closed", "retry_after_ms": 1200},
+            "shoplazza": {"health": "degraded", "breaker": "half_open", "retry_after_ms": 0},
+            "catalog": {"health": "down", "breaker": "open", "retry_after_ms": 0},
+        },
+    }
+    assert readiness(stats, None, draining=True)["status"] == "draining"  # type: ignore[arg-type]
+
+
+def test_ready_route_on_a_snapshot(client, rule_set):
+    response = client.get("/ready")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ready", "rule_set": rule_set.id, "sources": {}}

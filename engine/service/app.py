@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Final
 import msgspec
 from litestar import Litestar, MediaType, Response, get, post
 from litestar.dto import MsgspecDTO
-from litestar.openapi import OpenAPIConfig
+from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.spec import (
     Components,
     OpenAPIMediaType,
@@ -103,6 +103,35 @@ class _DecisionOperation(Operation):
                     description="The decision explained for people (`explain=text`)",
                 )
             )
+
+
+def readiness(
+    checkout: Checkout, reloader: RuleReloader | None, *, draining: bool = False
+) -> dict[str, Any]:
+    """What `/ready` says: the rule set in force and each upstream source's health."""
+    sources = {}
+    for name, report in checkout.stats()["sources"].items():
+        state = report["breaker"]["state"]
+        health = "ok"
+        if state == "open":
+            health = "down"
+        elif state != "closed" or report["retry_after_ms"] > 0:
+            health = "degraded"
+        sources[name] = {
+            "health": health,
+            "breaker": state,
+            "retry_after_ms": report["retry_after_ms"],
+        }
+    body: dict[str, Any] = {
+        "status": "draining" if draining else "ready",
+        "rule_set": checkout.rules.id,
+        "sources": sources,
+    }
+    if reloader is not None:
+        status = reloader.status()
+        body["rules_loaded_at"] = status.get("loaded_at")
+        body["last_reload_rejected"] = "last_rejected" in status
+    return body
 
 
 def create_app(
@@ -200,15 +229,40 @@ def create_app(
     async def health() -> dict[str, str]:
         return {"status": "ok", "rule_set": checkout.rules.id}
 
+    draining = False
+
+    async def drain() -> None:
+        nonlocal draining
+        draining = True
+
+    @get(
+        "/ready",
+        summary="Readiness: rules loaded, and each source's health",
+        description="200 while the service decides carts: the rule set in force and, per "
+        "upstream source, `ok`, `degraded` (its breaker is half-open or it asked to back off: "
+        "answers may be stale) or `down` (breaker open: its SKUs are served stale or unknown). "
+        "A source's outage does not make the service unready, since carts are still decided; "
+        "503 once it is shutting down.",
+        tags=["operations"],
+        responses={503: ResponseSpec(None, description="Shutting down")},
+    )
+    async def ready() -> Response[bytes]:
+        body = readiness(checkout, reloader, draining=draining)
+        return Response(
+            msgspec.json.encode(body),
+            status_code=503 if draining else 200,
+            media_type=MediaType.JSON,
+        )
+
     simulate_rules = simulate_handler(checkout)  # admin; its own, larger body limit
     return Litestar(
-        route_handlers=[allocations, availability, rules, sources, health, simulate_rules]
+        route_handlers=[allocations, availability, rules, sources, health, ready, simulate_rules]
         + (rule_admin_handlers(reloader) if reloader is not None else []),
         exception_handlers=exception_handlers,
         guards=[api_keys.guard] if api_keys is not None else [],
         request_max_body_size=MAX_BODY_BYTES,
         on_startup=[reloader.start] if reloader is not None else [],
-        on_shutdown=([reloader.stop] if reloader is not None else []) + list(on_shutdown),
+        on_shutdown=[drain, *([reloader.stop] if reloader is not None else []), *on_shutdown],
         openapi_config=OpenAPIConfig(
             title="Checkout allocation engine",
             version=__version__,

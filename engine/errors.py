@@ -6,7 +6,9 @@
     └── RequestError              a request the service refuses (HTTP-facing: status + problem type)
         ├── InvalidRequest        400: the body or a parameter is malformed (names each field)
         ├── UnknownReference      422: well-formed, but names something the rules do not know
-        └── PayloadTooLarge       413: the body is over the size limit
+        ├── PayloadTooLarge       413: the body is over the size limit
+        ├── UnsupportedMediaType  415: the body is not sent as JSON in UTF-8
+        └── ClientDisconnected    400: the client went away before the body was complete
 
 Problems in rule files are data (`Problem`: file, line, column, sentence, severity) so that the
 CLI prints them as `file:line:column: sentence` and the service can show them unchanged.
@@ -23,6 +25,7 @@ from msgspec import Struct
 
 __all__ = (
     "AvailabilityFileError",
+    "ClientDisconnected",
     "EngineError",
     "FieldError",
     "InvalidRequest",
@@ -32,6 +35,7 @@ __all__ = (
     "RuleSetError",
     "Severity",
     "UnknownReference",
+    "UnsupportedMediaType",
     "split_validation_message",
 )
 
@@ -121,3 +125,17 @@ class PayloadTooLarge(RequestError):
     status = 413
     title = "Request body too large"
     type_uri = "/problems/payload-too-large"
+
+
+class UnsupportedMediaType(RequestError):
+    status = 415
+    title = "Unsupported media type"
+    type_uri = "/problems/unsupported-media-type"
+
+
+class ClientDisconnected(RequestError):
+    """No one reads this answer; it keeps a client's hang-up from counting as a server error."""
+
+    status = 400
+    title = "Client disconnected"
+    type_uri = "/problems/client-disconnected"

@@ -1040,3 +1040,50 @@ def test_channel_in_capitals() -> None:
         "`Web` is not a valid channel: use lower-case letters, digits, `-` and `_`, starting "
         "with a letter or digit (as carts send it)"
     )
+
+
+# --- nesting ----------------------------------------------------------------------------------
+
+DEEP = "nested more than 64 levels deep: a rule file is a few levels of mappings and lists"
+
+
+def test_cli_check_a_file_nested_too_deep_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Named where it gets too deep, not a RecursionError, nor a crash: PyYAML's C composer
+    would overflow the stack on the 100,000 levels of the second file."""
+    (tmp_path / "base.yaml").write_text(BASE)
+    (tmp_path / "deep.yaml").write_text(
+        "rules:\n  - name: deep\n    match: " + "[" * 1_000 + "]" * 1_000 + "\n"
+    )
+    (tmp_path / "deeper.yaml").write_text("catalog:\n" + "  - " * 100_000 + "x\n")
+    assert main(["check", str(tmp_path)]) == 1
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [
+        f"{tmp_path / 'deep.yaml'}:3:73: {DEEP}",
+        f"{tmp_path / 'deeper.yaml'}:2:255: {DEEP}",
+    ]
+    assert err == f"{tmp_path}: 2 error(s), 0 warning(s); the rules were not loaded\n"
+
+
+def test_sixty_four_levels_are_read() -> None:
+    """The limit is on nesting alone: 64 levels are read (and then checked as any value); the
+    file's mapping, `defaults` and `routing` are three of them."""
+    problem = only_error("defaults:\n  routing:\n    criteria: " + "[" * 61 + "]" * 61 + "\n")
+    assert DEEP not in problem.message
+    problem = only_error("defaults:\n  routing:\n    criteria: " + "[" * 62 + "]" * 62 + "\n")
+    assert where(problem) == ("broken.yaml", 3, 76)
+    assert problem.message == DEEP
+
+
+def test_the_builder_refuses_the_same_place_on_its_own() -> None:
+    """Behind the check before composing, building stops at the same node, so its recursion is
+    bounded whatever tree it is given."""
+    import yaml  # noqa: PLC0415
+
+    from engine.policy.load import SourceMap, _Builder  # noqa: PLC0415
+
+    text = "a: " + "[" * 70 + "]" * 70
+    builder = _Builder(SourceMap("deep.yaml"))
+    builder.build(yaml.compose(text), ())
+    assert [str(p) for p in builder.problems] == [f"deep.yaml:1:67: {DEEP}"]

@@ -24,6 +24,7 @@ from engine.sources.snapshot import SnapshotSource
 from tests.helpers import DEMO_AVAILABILITY, DEMO_LOCATIONS, NOW, RULES
 
 PROBLEM_JSON = "application/problem+json"
+JSON_CONTENT = {"content-type": "application/json"}
 ALL_LOCATIONS = DEMO_LOCATIONS
 SNEAKER_RESTOCK = "2026-12-06T00:00:00Z"
 """The drop-ship supplier's sneaker restock: `restock_in_days: 14` from midnight of NOW."""
@@ -529,7 +530,9 @@ BAD_CARTS: list[tuple[str, Any, str]] = [
     ("body", "field"), [pytest.param(b, f, id=name) for name, b, f in BAD_CARTS]
 )
 def test_bad_cart_is_a_400_naming_the_field(client, body, field):
-    response = client.post("/v1/allocations", content=json.dumps(body).encode())
+    response = client.post(
+        "/v1/allocations", content=json.dumps(body).encode(), headers=JSON_CONTENT
+    )
     problem = assert_problem(response, 400, field)
     assert problem["type"] == "/problems/invalid-request"
     assert problem["detail"].startswith(field)
@@ -547,7 +550,9 @@ def test_too_many_lines_is_a_400_naming_lines(client):
         {"country": "IE", "lines": [{"sku": "A", "quantity": 1}] * 10_000}, separators=(",", ":")
     ).encode()
     assert len(raw) < MAX_BODY_BYTES
-    assert_problem(client.post("/v1/allocations", content=raw), 400, "$.lines")
+    assert_problem(
+        client.post("/v1/allocations", content=raw, headers=JSON_CONTENT), 400, "$.lines"
+    )
 
 
 def test_one_line_over_the_maximum_is_refused_and_the_maximum_is_accepted(client):
@@ -674,7 +679,9 @@ CART_LIKE = st.fixed_dictionaries(
 )
 @given(body=CART_LIKE | JSON_VALUES, explain=st.sampled_from(["", "?explain=true"]))
 def test_no_body_is_ever_a_5xx(client, body, explain):
-    response = client.post(f"/v1/allocations{explain}", content=json.dumps(body).encode())
+    response = client.post(
+        f"/v1/allocations{explain}", content=json.dumps(body).encode(), headers=JSON_CONTENT
+    )
     assert response.status_code in {200, 400, 422}, response.text
     if response.status_code != 200:
         assert_problem(response, response.status_code, None)
@@ -1000,3 +1007,194 @@ def test_ready_route_on_a_snapshot(client, rule_set):
     response = client.get("/ready")
     assert response.status_code == 200
     assert response.json() == {"status": "ready", "rule_set": rule_set.id, "sources": {}}
+
+
+# --- HEAD probes, Content-Type, undecodable bodies, a client gone, the OpenAPI document -------
+
+
+@pytest.mark.parametrize("path", ["/health", "/ready"])
+def test_head_answers_what_get_would_without_the_body(client, path):
+    got = client.get(path)
+    head = client.head(path)
+    assert head.status_code == got.status_code == 200
+    assert head.headers["content-type"] == got.headers["content-type"] == "application/json"
+    assert head.content == b""
+
+
+@pytest.mark.parametrize(
+    ("content_type", "says"),
+    [
+        (None, "no Content-Type"),
+        ("text/plain", "`text/plain`"),
+        ("application/x-www-form-urlencoded", "`application/x-www-form-urlencoded`"),
+        ("application/json; charset=latin-1", "JSON must be UTF-8"),
+        ("application/json; charset=utf-16", "JSON must be UTF-8"),
+    ],
+)
+@pytest.mark.parametrize("path", ["/v1/allocations", "/v1/rules/simulate"])
+def test_a_body_not_sent_as_json_is_a_415(client, path, content_type, says):
+    body = json.dumps({"country": "IE", "lines": [line()]}).encode()
+    headers = {"content-type": content_type} if content_type else {}
+    response = client.post(path, content=body, headers=headers)
+    problem = assert_problem(response, 415, None)
+    assert problem["type"] == "/problems/unsupported-media-type"
+    assert says in problem["detail"]
+    assert "Content-Type: application/json" in problem["detail"]
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "application/json",
+        "application/json; charset=utf-8",
+        "application/json;charset=UTF-8",
+        'APPLICATION/JSON; CHARSET="utf-8"',
+        "application/vnd.checkout.cart+json",
+    ],
+)
+def test_json_media_types_are_decided(client, content_type):
+    body = json.dumps({"country": "IE", "lines": [line()]}).encode()
+    response = client.post("/v1/allocations", content=body, headers={"content-type": content_type})
+    assert response.status_code == 200, response.text
+
+
+@pytest.fixture(scope="module")
+def keyed_client(rule_set: RuleSet) -> Iterator[TestClient[Litestar]]:
+    from engine.service.auth import ApiKeys  # noqa: PLC0415
+
+    checkout = Checkout(
+        rule_set, [SnapshotSource.from_file(DEMO_AVAILABILITY, NOW)], clock=lambda: NOW
+    )
+    keys = ApiKeys.from_file(RULES.parent / "demo" / "api-keys.json")
+    with TestClient(create_app(checkout, api_keys=keys)) as test_client:
+        yield test_client
+
+
+@pytest.mark.parametrize("path", ["/v1/allocations", "/v1/rules/simulate"])
+def test_the_key_is_checked_before_the_content_type(keyed_client, path):
+    from engine.cli import DEMO_KEYS  # noqa: PLC0415
+
+    text = {"content-type": "text/plain"}
+    assert keyed_client.post(path, content=b"{}", headers=text).status_code == 401
+    decide = {**text, "authorization": f"Bearer {DEMO_KEYS['decide']}"}
+    expected = 415 if path == "/v1/allocations" else 403
+    assert keyed_client.post(path, content=b"{}", headers=decide).status_code == expected
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b'{"country": "IE", "lines": [{"sku": "\xff\xfe", "quantity": 1}]}', "not valid UTF-8"),
+        (
+            json.dumps({"cart_id": "caf\xe9"}, ensure_ascii=False).encode("latin-1"),
+            "not valid UTF-8",
+        ),
+    ],
+    ids=["a SKU", "a latin-1 body"],
+)
+def test_a_body_not_in_utf8_is_a_400(client, body, message):
+    response = client.post("/v1/allocations", content=body, headers=JSON_CONTENT)
+    problem = assert_problem(response, 400, "$")
+    assert problem["detail"] == f"the body is {message}"
+
+
+def test_a_client_gone_mid_body_is_a_400_not_an_error(app, caplog):
+    """The client hung up before the body's end: no one reads the answer, but it must not count
+    as a server error (a 500, logged) either."""
+    import asyncio  # noqa: PLC0415
+
+    messages = [
+        {"type": "http.request", "body": b'{"country": ', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/allocations",
+        "raw_path": b"/v1/allocations",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+        "state": {},
+    }
+    with caplog.at_level("DEBUG"):
+        asyncio.run(app(scope, receive, send))
+    start, body = sent[0], b"".join(m.get("body", b"") for m in sent[1:])
+    assert start["status"] == 400
+    assert json.loads(body) == {
+        "type": "/problems/client-disconnected",
+        "title": "Client disconnected",
+        "status": 400,
+        "detail": "the client closed the connection before the body was complete",
+        "instance": "/v1/allocations",
+    }
+    assert not [r for r in caplog.records if r.levelname in {"ERROR", "CRITICAL"}]
+
+
+def test_openapi_documents_every_error_as_problem_json(client):
+    schema = client.get("/schema/openapi.json").json()
+    documented = {
+        f"{method.upper()} {path} {status}": next(iter(response.get("content", {})), None)
+        for path, operations in schema["paths"].items()
+        for method, operation in operations.items()
+        for status, response in operation["responses"].items()
+        if int(status) >= 400
+    }
+    assert documented == {
+        **{f"POST /v1/allocations {s}": PROBLEM_JSON for s in (400, 401, 403, 413, 415, 422)},
+        **{f"GET /v1/availability {s}": PROBLEM_JSON for s in (400, 401, 403)},
+        **{f"GET /v1/rules {s}": PROBLEM_JSON for s in (401, 403)},
+        **{f"GET /v1/sources {s}": PROBLEM_JSON for s in (401, 403)},
+        **{f"{m} /ready 503": PROBLEM_JSON for m in ("GET", "HEAD")},
+        **{f"POST /v1/rules/simulate {s}": PROBLEM_JSON for s in (400, 401, 403, 413, 415, 422)},
+    }
+    problem = schema["components"]["schemas"]["Problem"]
+    assert sorted(problem["required"]) == ["detail", "status", "title", "type"]
+
+
+def test_openapi_cart_is_what_the_decoder_takes(client):
+    schemas = client.get("/schema/openapi.json").json()["components"]["schemas"]
+    assert schemas["Cart"]["properties"]["lines"]["items"] == {
+        "$ref": "#/components/schemas/CartLine"
+    }
+    assert schemas["Cart"]["additionalProperties"] is False
+    assert schemas["CartLine"]["additionalProperties"] is False
+    assert "additionalProperties" not in schemas["Decision"]  # answers may grow
+
+
+def test_openapi_names_the_shape_of_encoded_answers(client):
+    paths = client.get("/schema/openapi.json").json()["paths"]
+
+    def ok(path: str, method: str = "get") -> Any:
+        return paths[path][method]["responses"]["200"]["content"]["application/json"]["schema"]
+
+    assert ok("/v1/rules")["type"] == "object"
+    assert ok("/v1/sources")["type"] == "object"
+    assert ok("/ready") == {"$ref": "#/components/schemas/Readiness"}
+    assert ok("/v1/rules/simulate", "post") == {"$ref": "#/components/schemas/Report"}
+
+
+def test_ready_while_shutting_down_is_a_503(rule_set):
+    checkout = Checkout(
+        rule_set, [SnapshotSource.from_file(DEMO_AVAILABILITY, NOW)], clock=lambda: NOW
+    )
+    test_client = TestClient(create_app(checkout))
+    with test_client:
+        assert test_client.get("/ready").status_code == 200
+    response = test_client.get("/ready")  # after the shutdown hooks ran
+    problem = assert_problem(response, 503, None)
+    assert problem["detail"] == "the service is shutting down: send requests to another instance"
+    assert test_client.head("/ready").status_code == 503

@@ -650,7 +650,11 @@ def test_http_simulate_gives_the_cli_report(client, capsys):
 
 def test_http_simulate_reads_the_recording_by_default(client, recording):
     for c in demo_carts():
-        assert client.post("/v1/allocations", content=msgspec.json.encode(c)).status_code == 200
+        json_content = {"content-type": "application/json"}
+        answer = client.post(
+            "/v1/allocations", content=msgspec.json.encode(c), headers=json_content
+        )
+        assert answer.status_code == 200, answer.text
     response = client.post("/v1/rules/simulate", json={"files": candidate_files()})
     assert response.status_code == 200, response.text
     body = response.json()
@@ -754,3 +758,78 @@ def test_ten_thousand_recorded_carts(tmp_path):
         f"(read {report.timings.read_s:.2f} s, decided twice and compared "
         f"{report.timings.decide_s:.2f} s, explained 20 in {report.timings.explain_s:.2f} s)"
     )
+
+
+# --- HTTP: bodies msgspec cannot decode, rules too deep, the documented body ---------------------
+
+JSON_CONTENT = {"content-type": "application/json"}
+
+
+@pytest.mark.parametrize(
+    ("body", "errors"),
+    [
+        (
+            b'{"files": {"r.yaml": "rules: [\xff]"}, "carts": []}',
+            [{"field": "$", "message": "the body is not valid UTF-8"}],
+        ),
+        (
+            b'{"files": {"r.yaml": "rules: []"}, "carts": [{"country": "I\xff"}]}',
+            [{"field": "$.carts[0]", "message": "the cart is not valid UTF-8"}],
+        ),
+        (
+            b'{"files": {"r.yaml": "rules: []"}, "carts": ['
+            + b"[" * 10_000
+            + b"]" * 10_000
+            + b"]}",
+            [{"field": "$", "message": "the body nests too deeply"}],
+        ),
+    ],
+    ids=["invalid UTF-8 in a file", "invalid UTF-8 in a cart", "a cart 10,000 deep"],
+)
+def test_http_simulate_undecodable_bodies_are_400(client, body, errors):
+    response = client.post("/v1/rules/simulate", content=body, headers=JSON_CONTENT)
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["errors"] == errors
+
+
+@pytest.mark.parametrize(
+    ("text", "column"),
+    [("a: " + "[" * 1_000 + "]" * 1_000, 67), ("- " * 100_000 + "x", 129)],
+    ids=["flow, 1,000 deep", "block, 100,000 deep"],
+)
+def test_http_simulate_rules_nested_too_deep_are_422(client, text, column):
+    """A rule file nested deeper than anyone writes is refused where it gets too deep, before
+    it is composed: composing 100,000 levels would overflow the C stack (a crash, not a 500)."""
+    body = {"files": {"rules.yaml": text}, "carts": []}
+    response = client.post("/v1/rules/simulate", json=body)
+    assert response.status_code == 422, response.text
+    assert response.json()["problems"] == [
+        {
+            "file": "rules.yaml",
+            "line": 1,
+            "column": column,
+            "message": "nested more than 64 levels deep: a rule file is a few levels of mappings "
+            "and lists",
+            "severity": "error",
+        }
+    ]
+
+
+def test_http_simulate_documents_its_body(client):
+    operation = client.get("/schema/openapi.json").json()["paths"]["/v1/rules/simulate"]["post"]
+    body = operation["requestBody"]
+    assert body["required"] is True
+    schema = body["content"]["application/json"]["schema"]
+    assert schema["required"] == ["files"]
+    assert schema["additionalProperties"] is False
+    assert sorted(schema["properties"]) == ["carts", "files", "last", "show"]
+    assert schema["properties"]["files"]["propertyNames"] == {
+        "pattern": r"^[A-Za-z0-9_][A-Za-z0-9_.-]*\.ya?ml$"
+    }
+    assert schema["properties"]["last"] == {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": 100_000,
+        "default": 10_000,
+    }

@@ -21,6 +21,12 @@ from typing import Any, Final, Generic, TypeVar
 import msgspec
 import yaml
 from yaml.constructor import SafeConstructor
+from yaml.events import (
+    MappingEndEvent,
+    MappingStartEvent,
+    SequenceEndEvent,
+    SequenceStartEvent,
+)
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from engine.countries import COUNTRY_CODES, MISTAKEN_CODES
@@ -39,6 +45,7 @@ from engine.policy.schema import (
 )
 
 __all__ = (
+    "MAX_DEPTH",
     "Loaded",
     "LoadedFiles",
     "SourceMap",
@@ -81,6 +88,13 @@ _SECTION_KEY: Final = {
     "rules": "name",
 }
 _TOP_LEVEL: Final = tuple(RuleFileSpec.__struct_fields__)
+MAX_DEPTH: Final = 64
+"""Mappings and lists nested in one another, at most. A rule file needs a handful; a deeper one
+is refused before it is built, since building it recurses (PyYAML's C composer overflows the
+stack some 30,000 levels down, and takes time quadratic in the depth long before)."""
+_TOO_DEEP: Final = (
+    f"nested more than {MAX_DEPTH} levels deep: a rule file is a few levels of mappings and lists"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +183,12 @@ class _Builder:
 
     def build(self, node: Node, path: Path_) -> Any:
         self.source.values[path] = Mark(node.start_mark.line + 1, node.start_mark.column + 1)
+        if len(path) >= MAX_DEPTH and not isinstance(node, ScalarNode):
+            # `_parse_yaml` refuses such a file before it is composed; this keeps the recursion
+            # bounded whatever the node tree is.
+            self.problems.append(self.source.problem(path, _TOO_DEEP))
+            self.source.unbuildable.add(path)
+            return None
         if id(node) in self._seen:
             # An alias: the same node reached twice. Refused, which also stops a file that
             # refers to itself, or one that multiplies itself ("billion laughs"), at once.
@@ -282,9 +302,38 @@ def _unclosed(file: str, lines: list[str], opened: yaml.Mark, stopped: yaml.Mark
     )
 
 
+def _too_deep(text: str, file: str) -> Problem | None:
+    """The first mapping or list nested deeper than `MAX_DEPTH`, from the parser's events: the
+    parser keeps its own stack, so this does not recurse, and it stops there. None also when
+    the text is not valid YAML: composing it reports where."""
+    loader = _COMPOSER(text)
+    depth = 0
+    try:
+        while loader.check_event():
+            event = loader.get_event()
+            if isinstance(event, MappingStartEvent | SequenceStartEvent):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    mark = event.start_mark
+                    line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+                    return Problem(file, line, column, _TOO_DEEP)
+            elif isinstance(event, MappingEndEvent | SequenceEndEvent):
+                depth -= 1
+    except yaml.YAMLError:
+        return None
+    finally:
+        loader.dispose()
+    return None
+
+
 def _parse_yaml(text: str, source: SourceMap) -> tuple[Any, list[Problem]]:
+    if deep := _too_deep(text, source.file):
+        return None, [deep]
     try:
         root = yaml.compose(text, Loader=_COMPOSER)
+    except RecursionError:
+        # Not expected after `_too_deep`, but composing recurses, so it is not a crash either.
+        return None, [Problem(source.file, 1, 1, _TOO_DEEP)]
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)

@@ -8,16 +8,27 @@ rule set that stays live.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypedDict
 
 import msgspec
 from litestar import MediaType, Request, Response, get, post
 from litestar.handlers import HTTPRouteHandler
+from litestar.openapi import ResponseSpec
 
-from engine.reload import RuleProblem, RuleReloader
-from engine.service.problems import invalid_rules
+from engine.reload import Attempt, Outcome, RuleProblem, RuleReloader
+from engine.service.problems import invalid_rules, invalid_rules_response, problem_responses
 
 __all__ = ("rule_admin_handlers",)
+
+
+class ReloadAnswer(TypedDict):
+    """What a reload that put its rules in force (or found them unchanged) answers."""
+
+    outcome: Outcome
+    rule_set: str
+    """The rule set in force."""
+    warnings: list[str]
+    """`file:line:column: message`, one a warning."""
 
 
 def _line(problem: RuleProblem) -> str:
@@ -38,6 +49,13 @@ def rule_admin_handlers(reloader: RuleReloader) -> list[HTTPRouteHandler]:
         tags=["rules"],
         opt={"scope": "admin"},
         security=[{"ApiKey": []}],
+        responses={
+            200: ResponseSpec(
+                ReloadAnswer, generate_examples=False, description="Loaded, or unchanged"
+            ),
+            **problem_responses(401, 403),
+            422: invalid_rules_response(),
+        },
     )
     async def reload_rules(request: Request[Any, Any, Any]) -> Response[bytes]:
         attempt = await reloader.reload("api")
@@ -51,7 +69,7 @@ def rule_admin_handlers(reloader: RuleReloader) -> list[HTTPRouteHandler]:
                 attempt.problems,
                 rule_set=attempt.live,
             )
-        answer = {
+        answer: ReloadAnswer = {
             "outcome": attempt.outcome,
             "rule_set": attempt.live,
             "warnings": [_line(p) for p in attempt.problems],
@@ -68,6 +86,12 @@ def rule_admin_handlers(reloader: RuleReloader) -> list[HTTPRouteHandler]:
         tags=["rules"],
         opt={"scope": "admin"},
         security=[{"ApiKey": []}],
+        responses={
+            200: ResponseSpec(
+                list[Attempt], generate_examples=False, description="The loads, newest first"
+            ),
+            **problem_responses(401, 403),
+        },
     )
     async def rules_history() -> Response[bytes]:
         return Response(msgspec.json.encode(reloader.newest_first()), media_type=MediaType.JSON)

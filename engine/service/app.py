@@ -3,16 +3,23 @@
 Request bodies are decoded by msgspec in strict mode (`"5"` is not `5`) through `StrictDTO`,
 so the generated OpenAPI still describes the `Cart` struct. Handlers are closures over one
 `Checkout`, so no per-request dependency resolution sits on the hot path.
+
+The OpenAPI document is held to what the service does (tests/test_fuzz.py fuzzes the service
+against it): request structs say they refuse unknown fields, every error is documented as the
+problem+json it is, and routes answering encoded bytes name the shape of those bytes.
 """
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, Final
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, TypedDict
 
 import msgspec
-from litestar import Litestar, MediaType, Response, get, post
+from litestar import HttpMethod, Litestar, MediaType, Request, Response, get, post, route
+from litestar._openapi.schema_generation.plugins.struct import StructSchemaPlugin
 from litestar.dto import MsgspecDTO
 from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.spec import (
@@ -37,13 +44,21 @@ from engine.model import CHANNEL_PATTERN, MAX_LINES, AvailabilityAnswer, Cart, D
 from engine.reload import RuleReloader
 from engine.service.admin import rule_admin_handlers
 from engine.service.auth import ApiKeys
-from engine.service.problems import MAX_BODY_BYTES, decode_error, exception_handlers
+from engine.service.problems import (
+    DECODE_ERRORS,
+    MAX_BODY_BYTES,
+    decode_error,
+    exception_handlers,
+    problem_response,
+    problem_responses,
+    require_json,
+)
 from engine.service.simulate import simulate_handler
 
 if TYPE_CHECKING:
     from litestar._openapi.schema_generation import SchemaCreator
 
-__all__ = ("MAX_BODY_BYTES", "create_app")
+__all__ = ("MAX_BODY_BYTES", "Readiness", "create_app", "readiness")
 
 
 _CART_DECODER: Final = msgspec.json.Decoder(Cart)
@@ -57,7 +72,7 @@ class StrictDTO(MsgspecDTO[Cart]):
     def decode_bytes(self, value: bytes) -> Any:
         try:
             return _CART_DECODER.decode(value)
-        except msgspec.DecodeError as exc:
+        except DECODE_ERRORS as exc:
             raise decode_error(exc) from None
 
     @classmethod
@@ -65,6 +80,49 @@ class StrictDTO(MsgspecDTO[Cart]):
         cls, field_definition: FieldDefinition, handler_id: str, schema_creator: SchemaCreator
     ) -> Reference | Schema:
         return schema_creator.for_field_definition(FieldDefinition.from_annotation(Cart))
+
+
+class _StructSchemas(StructSchemaPlugin):
+    """Litestar's schemas of msgspec structs, saying what msgspec enforces: a struct that
+    forbids unknown fields has `additionalProperties: false`, and a constrained
+    `tuple[X, ...]` field has items X (Litestar reads the `...` as a second item type, giving
+    `oneOf [X, {}]`, which every X also matches: no valid body would conform). Litestar 2 keeps
+    the plugin it extends in a private module; should it move, the import fails at startup."""
+
+    def to_openapi_schema(
+        self, field_definition: FieldDefinition, schema_creator: SchemaCreator
+    ) -> Schema:
+        schema = super().to_openapi_schema(field_definition, schema_creator)
+        struct = field_definition.type_
+        if struct.__struct_config__.forbid_unknown_fields:
+            schema.additional_properties = False
+        info = msgspec.inspect.type_info(struct)
+        assert isinstance(info, msgspec.inspect.StructType)
+        for field in info.fields:
+            prop = (schema.properties or {}).get(field.encode_name)
+            if not isinstance(field.type, msgspec.inspect.VarTupleType):
+                continue
+            if isinstance(prop, Schema) and isinstance(prop.items, Schema) and prop.items.one_of:
+                kept = [item for item in prop.items.one_of if item != Schema()]
+                prop.items = kept[0] if len(kept) == 1 else Schema(one_of=kept)
+        return schema
+
+
+def _string_schema(annotated: Any) -> Schema:
+    """The schema of an `Annotated[str, Meta(...)]`, for where Litestar drops the `Meta` (the
+    items of a list parameter)."""
+    meta = next(m for m in typing.get_args(annotated)[1:] if isinstance(m, msgspec.Meta))
+    return Schema(
+        type=OpenAPIType.STRING,
+        min_length=meta.min_length,
+        max_length=meta.max_length,
+        pattern=meta.pattern,
+    )
+
+
+def _ok(data_container: Any, description: str) -> dict[int, ResponseSpec]:
+    """The 200 of a route that answers bytes it encoded itself: Litestar would say "a string"."""
+    return {200: ResponseSpec(data_container, generate_examples=False, description=description)}
 
 
 _EXPLAIN_VALUES: Final = ("false", "true", "text")
@@ -105,14 +163,37 @@ class _DecisionOperation(Operation):
             )
 
 
+class SourceHealth(TypedDict):
+    health: Literal["ok", "degraded", "down"]
+    breaker: str
+    """The source's circuit breaker: `closed`, `half_open` or `open`."""
+    retry_after_ms: int
+
+
+class _Ready(TypedDict):
+    status: Literal["ready", "draining"]
+    rule_set: str
+    sources: dict[str, SourceHealth]
+
+
+class Readiness(_Ready, total=False):
+    """What `/ready` says (a dict, as `readiness` builds it; the type documents it). The keys
+    that may be missing are declared apart: under `from __future__ import annotations`, Python
+    3.11 does not see `NotRequired`, and the schema would say they are always there."""
+
+    rules_loaded_at: datetime | None
+    """With a rules folder: when the rules in force were loaded."""
+    last_reload_rejected: bool
+
+
 def readiness(
     checkout: Checkout, reloader: RuleReloader | None, *, draining: bool = False
-) -> dict[str, Any]:
+) -> Readiness:
     """What `/ready` says: the rule set in force and each upstream source's health."""
-    sources = {}
+    sources: dict[str, SourceHealth] = {}
     for name, report in checkout.stats()["sources"].items():
         state = report["breaker"]["state"]
-        health = "ok"
+        health: Literal["ok", "degraded", "down"] = "ok"
         if state == "open":
             health = "down"
         elif state != "closed" or report["retry_after_ms"] > 0:
@@ -122,7 +203,7 @@ def readiness(
             "breaker": state,
             "retry_after_ms": report["retry_after_ms"],
         }
-    body: dict[str, Any] = {
+    body: Readiness = {
         "status": "draining" if draining else "ready",
         "rule_set": checkout.rules.id,
         "sources": sources,
@@ -132,6 +213,23 @@ def readiness(
         body["rules_loaded_at"] = status.get("loaded_at")
         body["last_reload_rejected"] = "last_rejected" in status
     return body
+
+
+def _admission(api_keys: ApiKeys | None) -> Callable[[Request[Any, Any, Any]], Awaitable[None]]:
+    """The app's one `before_request`: the key, for a route whose `opt` names a `scope`, then
+    the Content-Type, for one that takes a JSON body (`opt["json_body"]`), so 401/403 come
+    before 415 and both before the body is read. A hook, not guards: Litestar copies the route
+    handler for each guard call, which costs more than the check itself."""
+
+    async def admit(request: Request[Any, Any, Any]) -> None:
+        opt = request.scope["route_handler"].opt
+        scope = opt.get("scope")
+        if scope is not None and api_keys is not None:
+            api_keys.check(request.scope["headers"], scope)
+        if opt.get("json_body"):
+            await require_json(request)
+
+    return admit
 
 
 def create_app(
@@ -161,8 +259,9 @@ def create_app(
         "(`text/plain`), for people.",
         tags=["decisions"],
         operation_class=_DecisionOperation,
-        opt={"scope": "decide"},
+        opt={"scope": "decide", "json_body": True},
         security=_KEY,
+        responses=problem_responses(400, 401, 403, 413, 415, 422),
     )
     async def allocations(
         data: Annotated[Cart, Body(title="Cart", description="The lines and where they go")],
@@ -188,11 +287,17 @@ def create_app(
         tags=["availability"],
         opt={"scope": "decide"},
         security=_KEY,
+        responses=problem_responses(400, 401, 403),
     )
     async def availability(
         sku: Annotated[
             list[Sku],
-            QueryParameter(min_items=1, max_items=MAX_LINES, description="Repeat for several SKUs"),
+            QueryParameter(
+                min_items=1,
+                max_items=MAX_LINES,
+                description="Repeat for several SKUs",
+                schema_extra={"items": _string_schema(Sku)},
+            ),
         ],
         country: Annotated[CountryCode, QueryParameter(description="ISO 3166-1 alpha-2")],
         channel: Annotated[
@@ -208,6 +313,10 @@ def create_app(
         tags=["rules"],
         opt={"scope": "admin"},
         security=_KEY,
+        responses={
+            **_ok(dict[str, Any], "The rule set: locations, catalog size, defaults, rules"),
+            **problem_responses(401, 403),
+        },
     )
     async def rules() -> Response[bytes]:
         body = checkout.rules.describe()
@@ -221,11 +330,21 @@ def create_app(
         tags=["operations"],
         opt={"scope": "admin"},
         security=_KEY,
+        responses={
+            **_ok(dict[str, Any], "The budget, and each cached source's counters"),
+            **problem_responses(401, 403),
+        },
     )
     async def sources() -> Response[bytes]:
         return Response(msgspec.json.encode(checkout.stats()), media_type=MediaType.JSON)
 
-    @get("/health", summary="Liveness", tags=["operations"])
+    # Load balancers probe with HEAD: the server sends the GET's headers without its body.
+    @route(
+        "/health",
+        http_method=[HttpMethod.GET, HttpMethod.HEAD],
+        summary="Liveness",
+        tags=["operations"],
+    )
     async def health() -> dict[str, str]:
         return {"status": "ok", "rule_set": checkout.rules.id}
 
@@ -235,8 +354,9 @@ def create_app(
         nonlocal draining
         draining = True
 
-    @get(
+    @route(
         "/ready",
+        http_method=[HttpMethod.GET, HttpMethod.HEAD],
         summary="Readiness: rules loaded, and each source's health",
         description="200 while the service decides carts: the rule set in force and, per "
         "upstream source, `ok`, `degraded` (its breaker is half-open or it asked to back off: "
@@ -244,25 +364,32 @@ def create_app(
         "A source's outage does not make the service unready, since carts are still decided; "
         "503 once it is shutting down.",
         tags=["operations"],
-        responses={503: ResponseSpec(None, description="Shutting down")},
+        responses={
+            **_ok(Readiness, "Ready: the rule set in force, and each source's health"),
+            **problem_responses(503),
+        },
     )
-    async def ready() -> Response[bytes]:
-        body = readiness(checkout, reloader, draining=draining)
-        return Response(
-            msgspec.json.encode(body),
-            status_code=503 if draining else 200,
-            media_type=MediaType.JSON,
-        )
+    async def ready(request: Request[Any, Any, Any]) -> Response[bytes]:
+        if draining:
+            return problem_response(
+                request,
+                503,
+                "Service Unavailable",
+                "the service is shutting down: send requests to another instance",
+            )
+        body = readiness(checkout, reloader)
+        return Response(msgspec.json.encode(body), media_type=MediaType.JSON)
 
     simulate_rules = simulate_handler(checkout)  # admin; its own, larger body limit
     return Litestar(
         route_handlers=[allocations, availability, rules, sources, health, ready, simulate_rules]
         + (rule_admin_handlers(reloader) if reloader is not None else []),
         exception_handlers=exception_handlers,
-        guards=[api_keys.guard] if api_keys is not None else [],
+        before_request=_admission(api_keys),
         request_max_body_size=MAX_BODY_BYTES,
         on_startup=[reloader.start] if reloader is not None else [],
         on_shutdown=[drain, *([reloader.stop] if reloader is not None else []), *on_shutdown],
+        plugins=[_StructSchemas()],
         openapi_config=OpenAPIConfig(
             title="Checkout allocation engine",
             version=__version__,

@@ -22,9 +22,7 @@ from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
 import msgspec
-from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
-from litestar.handlers import BaseRouteHandler
 
 __all__ = (
     "API_KEYS_FILE_VARIABLE",
@@ -83,7 +81,7 @@ class _Known:
 
 
 class ApiKeys:
-    """The configured keys, and the guard every route goes through."""
+    """The configured keys, and the check every route that names a scope goes through."""
 
     __slots__ = ("_known",)
 
@@ -133,14 +131,11 @@ class ApiKeys:
                     found = known
         return found
 
-    def guard(
-        self, connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
-    ) -> None:
-        """Litestar guard: the route's `opt["scope"]`, if any, must be among the key's."""
-        scope = handler.opt.get("scope")
-        if scope is None:
-            return
-        presented = _presented(connection.scope["headers"])
+    def check(self, headers: Any, scope: str) -> None:
+        """The request's key (raw ASGI headers) must have `scope`: else 401 or 403.
+        Called from the app's `before_request` (engine/service/app.py): a Litestar guard
+        would cost a copy of the route handler per request, and a thread hop if synchronous."""
+        presented = _presented(headers)
         if presented is None:
             raise NotAuthorizedException(
                 "an API key is needed: send `Authorization: Bearer <key>`", headers=_CHALLENGE

@@ -2,6 +2,9 @@
 
 msgspec's messages carry the JSON path of the bad value (`... - at `$.lines[0].quantity``); they
 are split here into `field` and `message` so a client can point at the field it sent.
+
+`problem_responses` documents these bodies in the OpenAPI schema, so that what the schema says
+a route answers is what it answers.
 """
 
 from __future__ import annotations
@@ -13,25 +16,32 @@ from typing import Any, Final
 
 import msgspec
 from litestar import Request, Response
-from litestar.exceptions import HTTPException, ValidationException
+from litestar.exceptions import HTTPException, InternalServerException, ValidationException
 from litestar.handlers import HTTPRouteHandler
+from litestar.openapi import ResponseSpec
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from engine.errors import (
+    ClientDisconnected,
     FieldError,
     InvalidRequest,
     PayloadTooLarge,
     RequestError,
+    UnsupportedMediaType,
     split_validation_message,
 )
 from engine.reload import RuleProblem
 
 __all__ = (
+    "DECODE_ERRORS",
     "MAX_BODY_BYTES",
     "PROBLEM_JSON",
     "decode_error",
     "exception_handlers",
+    "invalid_rules_response",
     "problem_response",
+    "problem_responses",
+    "require_json",
 )
 
 log = logging.getLogger(__name__)
@@ -59,8 +69,22 @@ class Problem(msgspec.Struct, frozen=True, omit_defaults=True):
     errors: tuple[FieldError, ...] = ()
 
 
-def decode_error(exc: msgspec.DecodeError) -> InvalidRequest:
-    """Turn a msgspec decoding failure into an `InvalidRequest` naming the field."""
+DECODE_ERRORS: Final = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
+"""What decoding a body with msgspec may raise for the body's own fault: besides a
+`DecodeError`, a `UnicodeDecodeError` for bytes that are not UTF-8 in a string, and a
+`RecursionError` for values nested deeper than the decoder goes (skipping a `msgspec.Raw`, say).
+Every decoding site catches all three and hands them to `decode_error`."""
+
+
+def decode_error(
+    exc: msgspec.DecodeError | UnicodeDecodeError | RecursionError, what: str = "the body"
+) -> InvalidRequest:
+    """Turn a decoding failure into an `InvalidRequest` naming the field (`$`: the document
+    itself, `what` the words for it)."""
+    if isinstance(exc, UnicodeDecodeError | RecursionError):
+        fault = "is not valid UTF-8" if isinstance(exc, UnicodeDecodeError) else "nests too deeply"
+        message = f"{what} {fault}"
+        return InvalidRequest(message, (FieldError("$", message),))
     if not isinstance(exc, msgspec.ValidationError):
         text = str(exc)
         if ("truncated" in text and "byte 0" in text) or text.startswith(
@@ -147,7 +171,16 @@ def _body_limit_words(request: Request[Any, Any, Any]) -> str:
     return f"the {limit // 1024} KiB this route takes"
 
 
+_DISCONNECTED: Final = "client disconnected prematurely"
+"""Litestar 2 (`Request.stream`) raises a plain `InternalServerException` with this detail when
+the `http.disconnect` comes before the body's end: no subclass or attribute tells it apart."""
+
+
 def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
+    if type(exc) is InternalServerException and exc.detail == _DISCONNECTED:
+        # The client's doing, not ours: a 4xx (no one reads it), not a logged 500.
+        gone = ClientDisconnected("the client closed the connection before the body was complete")
+        return _request_error(request, gone)
     if exc.status_code == PayloadTooLarge.status:
         return problem_response(
             request,
@@ -207,8 +240,105 @@ class InvalidRules(msgspec.Struct, frozen=True, omit_defaults=True):
     """The rule set still in force, when the rejected files were meant to replace it."""
 
 
+def invalid_rules_response() -> ResponseSpec:
+    """The OpenAPI response of rule files with errors (`InvalidRules`)."""
+    return ResponseSpec(
+        data_container=InvalidRules,
+        media_type=PROBLEM_JSON,
+        generate_examples=False,
+        description="The rule files have errors (`/problems/invalid-rules`): every problem "
+        "located as `file`, `line`, `column`",
+    )
+
+
 def invalid_rules(
     instance: str, detail: str, problems: tuple[RuleProblem, ...], rule_set: str | None = None
 ) -> Response[bytes]:
     body = InvalidRules(INVALID_RULES, "Invalid rules", 422, detail, instance, problems, rule_set)
     return Response(msgspec.json.encode(body), status_code=422, media_type=PROBLEM_JSON)
+
+
+# --- Content-Type -------------------------------------------------------------------------------
+
+_JSON: Final = b"application/json"
+_PLAIN_JSON: Final = frozenset(
+    {
+        _JSON,
+        b"application/json; charset=utf-8",
+        b"application/json;charset=utf-8",
+        b"application/json; charset=UTF-8",
+        b"application/json;charset=UTF-8",
+    }
+)
+"""What clients send, taken without parsing."""
+
+
+async def require_json(request: Request[Any, Any, Any]) -> None:
+    """`before_request` of the routes that take a JSON body: 415 unless it is sent as
+    `application/json` or a `+json` type (`application/vnd.x+json`), in UTF-8 (a `charset`
+    parameter may only say so).
+    Litestar runs it after the guards (a request without a key is a 401 first) and before the
+    body is read; a Litestar guard would cost a copy of the route handler per request.
+    It reads the raw ASGI headers, as the key check does: nothing is built per request."""
+    headers = request.scope["headers"]
+    for name, value in headers:
+        if name == b"content-type":
+            if value in _PLAIN_JSON:
+                return
+            if problem := _media_type_problem(value):
+                raise UnsupportedMediaType(problem)
+            return
+    if (b"content-length", b"0") in headers:
+        return  # no content, so no type to say: the 400 of an empty body says what is wrong
+    raise UnsupportedMediaType(
+        "the request has no Content-Type: send the body as JSON, with "
+        "`Content-Type: application/json`"
+    )
+
+
+def _media_type_problem(value: bytes) -> str | None:
+    """What is wrong with a Content-Type for a JSON body, or None."""
+    media_type, *parameters = value.split(b";")
+    kind = media_type.strip().lower()
+    if kind != _JSON and not (b"/" in kind and kind.endswith(b"+json")):
+        shown = value.decode("latin-1")[:100]
+        return (
+            f"the body is sent as `{shown}`; send it as JSON, with `Content-Type: application/json`"
+        )
+    for parameter in parameters:
+        name, _, given = parameter.partition(b"=")
+        charset = given.strip().strip(b'"').lower()
+        if name.strip().lower() == b"charset" and charset != b"utf-8":
+            shown = charset.decode("latin-1")[:40]
+            return (
+                f"the body is said to be in `{shown}`, but JSON must be UTF-8: send it in UTF-8 "
+                "(`Content-Type: application/json`)"
+            )
+    return None
+
+
+# --- OpenAPI ------------------------------------------------------------------------------------
+
+_PROBLEM_WORDS: Final = {
+    400: "The body or a parameter is malformed: `errors` names each field",
+    401: "No API key, or one that is not known (see `WWW-Authenticate`)",
+    403: "The API key does not have the scope this route needs",
+    413: "The body is larger than this route takes",
+    415: "The body is not sent as JSON in UTF-8: send `Content-Type: application/json`",
+    422: "Well-formed, but names something the rules do not know",
+    503: "Shutting down: send requests elsewhere",
+}
+
+
+def problem_responses(*statuses: int) -> dict[int, ResponseSpec]:
+    """The OpenAPI `responses` of the errors a route answers: each a problem+json `Problem`
+    (Litestar would otherwise document its own 400 body, which the service never sends)."""
+    return {
+        status: ResponseSpec(
+            data_container=Problem,
+            media_type=PROBLEM_JSON,
+            generate_examples=False,
+            description=_PROBLEM_WORDS.get(status) or _title(status),
+        )
+        for status in statuses
+    }

@@ -6,7 +6,9 @@ answer is the report `--format json` prints. Compiling the candidate and simulat
 worker thread, one simulation at a time, so carts go on being decided meanwhile.
 
 A simulation's body carries rule files and thousands of recorded carts, far more than a cart:
-this route takes up to `SIMULATE_MAX_BODY_BYTES`, the others keep their own limit.
+this route takes up to `SIMULATE_MAX_BODY_BYTES`, the others keep their own limit. Since the
+handler reads the body itself, `_SimulateOperation` documents it: with msgspec's own schema of
+`SimulateRequest`, which is what the decoder enforces.
 """
 
 from __future__ import annotations
@@ -14,11 +16,14 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from dataclasses import dataclass
 from typing import Annotated, Any, Final, Literal
 
 import msgspec
 from litestar import MediaType, Request, Response, post
 from litestar.handlers import HTTPRouteHandler
+from litestar.openapi import ResponseSpec
+from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Schema
 from msgspec import Meta, Struct
 
 from engine.availability import Availability, gather
@@ -26,8 +31,15 @@ from engine.checkout import Checkout
 from engine.errors import FieldError, InvalidRequest, RuleSetError, Severity
 from engine.policy import RuleSet, load_rule_set_texts
 from engine.reload import shown_problems
-from engine.service.problems import decode_error, invalid_rules, problem_response
-from engine.simulate import CartsFileError, Entry, parse_entry, read_carts, simulate
+from engine.service.problems import (
+    DECODE_ERRORS,
+    decode_error,
+    invalid_rules,
+    invalid_rules_response,
+    problem_response,
+    problem_responses,
+)
+from engine.simulate import CartsFileError, Entry, Report, parse_entry, read_carts, simulate
 
 __all__ = ("MAX_CARTS", "SIMULATE_MAX_BODY_BYTES", "SimulateRequest", "simulate_handler")
 
@@ -70,7 +82,7 @@ def _prepare(body: bytes, checkout: Checkout) -> _Prepared:
     started = time.perf_counter()
     try:
         request = _REQUEST_DECODER.decode(body)
-    except msgspec.DecodeError as exc:
+    except DECODE_ERRORS as exc:
         raise decode_error(exc) from None
     for name in request.files:
         if not _FILE_NAME.match(name):
@@ -83,8 +95,8 @@ def _prepare(body: bytes, checkout: Checkout) -> _Prepared:
         for index, raw in enumerate(request.carts):
             try:
                 entries.append(parse_entry(raw, index))
-            except msgspec.DecodeError as exc:
-                error = decode_error(exc)
+            except DECODE_ERRORS as exc:
+                error = decode_error(exc, "the cart")
                 path = f"$.carts[{index}]"
                 fields = tuple(
                     FieldError(path + e.field.removeprefix("$"), e.message) for e in error.errors
@@ -106,6 +118,48 @@ def _prepare(body: bytes, checkout: Checkout) -> _Prepared:
     return _Prepared(request, candidate, entries, carts, name, time.perf_counter() - started)
 
 
+_SCHEMA_KEYS: Final = frozenset({"items", "additionalProperties", "propertyNames", "not"})
+_SCHEMA_LISTS: Final = frozenset({"anyOf", "oneOf", "allOf", "prefixItems"})
+
+
+def _openapi_schema(json_schema: dict[str, Any]) -> Schema:
+    """A JSON Schema as msgspec writes it, as Litestar's `Schema` (same words, its field names)."""
+    aliases = Schema.field_aliases()
+    return Schema(**{aliases.get(k, k): _schema_value(k, v) for k, v in json_schema.items()})
+
+
+def _schema_value(key: str, value: Any) -> Any:
+    if key in _SCHEMA_KEYS and isinstance(value, dict):
+        return _openapi_schema(value)
+    if key in _SCHEMA_LISTS:
+        return [_openapi_schema(v) for v in value]
+    if key == "properties":
+        return {name: _openapi_schema(v) for name, v in value.items()}
+    return value
+
+
+def _request_schema() -> Schema:
+    """`SimulateRequest` as msgspec decodes it, and the file names `_prepare` takes."""
+    _, components = msgspec.json.schema_components([SimulateRequest])
+    schema = _openapi_schema(components[SimulateRequest.__name__])
+    files = (schema.properties or {})["files"]
+    assert isinstance(files, Schema)
+    files.property_names = Schema(pattern=_FILE_NAME.pattern)
+    return schema
+
+
+@dataclass
+class _SimulateOperation(Operation):
+    """The route reads its body itself (to decode it in a worker thread), so Litestar finds no
+    `data` to document: the request body is set here."""
+
+    def __post_init__(self) -> None:
+        self.request_body = RequestBody(
+            content={MediaType.JSON.value: OpenAPIMediaType(schema=_request_schema())},
+            required=True,
+        )
+
+
 def simulate_handler(checkout: Checkout) -> HTTPRouteHandler:
     """The route, a closure over the service's checkout (its live rules, sources, recorder)."""
     one_at_a_time = asyncio.Lock()
@@ -122,8 +176,16 @@ def simulate_handler(checkout: Checkout) -> HTTPRouteHandler:
         "service's recording (`serve --record`), its `last` 10,000 decisions. 422 "
         "(`/problems/invalid-rules`) lists the candidate's problems. Needs the `admin` scope.",
         tags=["rules"],
-        opt={"scope": "admin"},
+        opt={"scope": "admin", "json_body": True},
         security=[{"ApiKey": []}],
+        operation_class=_SimulateOperation,
+        responses={
+            200: ResponseSpec(
+                Report, generate_examples=False, description="The simulation's report"
+            ),
+            **problem_responses(400, 401, 403, 413, 415),
+            422: invalid_rules_response(),
+        },
     )
     async def simulate_rules(request: Request[Any, Any, Any]) -> Response[bytes]:
         """Admin: needs the `admin` scope when the service has API keys."""

@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 SIM_PORT ?= 8100
 
-.PHONY: run test lint typecheck unit bench check ruletests clean
+.PHONY: run test lint typecheck unit bench bench-baseline check ruletests clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' \
@@ -28,12 +28,19 @@ $(VENV)/.dev-deps: pyproject.toml | $(BIN)/python
 run: $(VENV)/.run-deps
 	$(BIN)/python -m engine demo --host $(HOST) --port $(PORT) --simulator-port $(SIM_PORT)
 
+# The short benchmark run CI makes (about 15 s): every benchmark, few rounds.
+BENCH_SHORT := --benchmark-min-rounds=5 --benchmark-max-time=0.05 --benchmark-warmup=off \
+	--benchmark-columns=min,median,mean,ops,rounds --benchmark-sort=min
+
 ## Everything CI checks: lint, types, the rule files and their tests, the tests, and a short
-## benchmark run.
+## benchmark run compared with benchmarks/baseline.json (a run that looks slower is run once
+## more; the best of the two decides).
 test: lint typecheck check ruletests unit
-	$(BIN)/python -m pytest benchmarks --benchmark-min-rounds=5 --benchmark-max-time=0.02 \
-		--benchmark-warmup=off --benchmark-columns=min,median,mean,ops,rounds \
-		--benchmark-sort=name --benchmark-json=$(VENV)/benchmark.json
+	$(BIN)/python -m pytest benchmarks $(BENCH_SHORT) --benchmark-json=$(VENV)/benchmark.json
+	$(BIN)/python -m benchmarks.compare $(VENV)/benchmark.json || { \
+		echo "slower than the baseline: running the benchmarks again to tell noise from a regression"; \
+		$(BIN)/python -m pytest benchmarks $(BENCH_SHORT) --benchmark-json=$(VENV)/benchmark-2.json \
+		&& $(BIN)/python -m benchmarks.compare $(VENV)/benchmark.json $(VENV)/benchmark-2.json; }
 
 lint: $(VENV)/.dev-deps
 	$(BIN)/ruff check engine tests benchmarks
@@ -52,10 +59,18 @@ ruletests: $(VENV)/.run-deps
 unit: $(VENV)/.dev-deps
 	$(BIN)/python -m pytest
 
-## The full benchmark suite (calibrated rounds); slower than the short run in `make test`.
+## The full benchmark suite (calibrated rounds, about 30 s), compared with the baseline.
 bench: $(VENV)/.dev-deps
 	$(BIN)/python -m pytest benchmarks --benchmark-columns=min,median,mean,ops,rounds \
-		--benchmark-sort=name
+		--benchmark-sort=min --benchmark-json=$(VENV)/benchmark-full.json
+	$(BIN)/python -m benchmarks.compare $(VENV)/benchmark-full.json
+
+## Re-record benchmarks/baseline.json: the best of three short runs, on a quiet machine.
+bench-baseline: $(VENV)/.dev-deps
+	for i in 1 2 3; do $(BIN)/python -m pytest benchmarks $(BENCH_SHORT) -q \
+		--benchmark-json=$(VENV)/baseline-$$i.json || exit 1; done
+	$(BIN)/python -m benchmarks.compare --update $(VENV)/baseline-1.json \
+		$(VENV)/baseline-2.json $(VENV)/baseline-3.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .benchmarks

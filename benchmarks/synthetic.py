@@ -1,4 +1,4 @@
-"""Synthetic rule sets, availability and carts of a chosen size, for benchmarks.
+"""Synthetic rule sets, availability, carts and sources of a chosen size, for benchmarks.
 
 Deterministic (a seeded `random.Random`), so two runs measure the same work. The rules mix every
 kind a merchandiser writes (thresholds per tag and location, ship-to, backorders, limits, deny
@@ -7,19 +7,25 @@ rules, channel routing), so `decide` resolves realistic precedence, not a trivia
 
 from __future__ import annotations
 
+import functools
 import random
+from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 
-from engine.availability import Availability, StockRecord
+from engine.availability import Availability, CachedSource, CacheSettings, SourceAnswer, StockRecord
 from engine.model import Cart, CartLine
 from engine.policy import RuleSet, load_rule_set_texts
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 COUNTRIES = ["IE", "NL", "DE", "FR", "ES", "IT", "BE", "AT", "PL", "SE", "DK", "FI", "PT", "CZ"]
 TAGS = ["apparel", "footwear", "home", "beauty", "electronics", "battery", "limited", "outlet"]
+SKUS = 400
+"""Catalog size: several times the largest cart, so a cart's SKUs are distinct and carts of
+different sizes do not all draw on the same few items."""
 
 
-def rule_set(locations: int, rules: int, skus: int = 400, seed: int = 7) -> RuleSet:
+def rule_text(locations: int, rules: int, skus: int = SKUS, seed: int = 7) -> str:
+    """One rule file (locations, catalog, defaults and rules) as YAML text."""
     rng = random.Random(seed)
     lines = ["country_groups:", "  - name: eu", f"    countries: [{', '.join(COUNTRIES)}]"]
     lines.append("locations:")
@@ -84,7 +90,19 @@ def rule_set(locations: int, rules: int, skus: int = 400, seed: int = 7) -> Rule
             ]
         else:
             lines += [name, f"    match: {{channels: [ch-{i}]}}", "    routing: {max_shipments: 1}"]
-    return load_rule_set_texts([("synthetic.yaml", "\n".join(lines) + "\n")])
+    return "\n".join(lines) + "\n"
+
+
+def rule_set(locations: int, rules: int, skus: int = SKUS, seed: int = 7) -> RuleSet:
+    """A freshly compiled rule set: nothing resolved yet, as right after a reload."""
+    return load_rule_set_texts([("synthetic.yaml", rule_text(locations, rules, skus, seed))])
+
+
+@functools.cache
+def warm_rule_set(locations: int, rules: int) -> RuleSet:
+    """A rule set shared by the benchmarks that decide on a warm one (its look-ups memoised as
+    in a running service): compiling 1,000 rules takes a good part of a second."""
+    return rule_set(locations, rules)
 
 
 def availability(rules: RuleSet, skus: list[str], seed: int = 11) -> Availability:
@@ -104,8 +122,58 @@ def availability(rules: RuleSet, skus: list[str], seed: int = 11) -> Availabilit
 
 def cart(lines: int, seed: int = 3, country: str = "DE") -> Cart:
     rng = random.Random(seed)
-    skus = rng.sample([f"SKU-{i:05d}" for i in range(400)], lines)
+    skus = rng.sample([f"SKU-{i:05d}" for i in range(SKUS)], lines)
     return Cart(
         country=country,  # type: ignore[arg-type]
         lines=tuple(CartLine(sku=sku, quantity=rng.randint(1, 6)) for sku in skus),
+    )
+
+
+class MemorySource:
+    """An upstream that answers from memory for some locations: what fills a cache without a
+    network (a warm cache never calls it again)."""
+
+    def __init__(
+        self, name: str, locations: frozenset[str], records: Collection[StockRecord]
+    ) -> None:
+        self._name = name
+        self._locations = locations
+        self._by_sku: dict[str, list[StockRecord]] = {}
+        for record in records:
+            if record.location_id in locations:
+                self._by_sku.setdefault(record.sku, []).append(record)
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def locations(self) -> frozenset[str]:
+        return self._locations
+
+    async def fetch(self, skus: Collection[str], *, deadline: float | None = None) -> SourceAnswer:
+        return SourceAnswer(
+            records=tuple(record for sku in skus for record in self._by_sku.get(sku, ()))
+        )
+
+
+WARM: CacheSettings = CacheSettings(fresh_for=3600.0, stale_for=7200.0)
+"""Entries stay fresh for the whole run, so every round is a cache hit; what a hit costs does not
+depend on how long it stays fresh. The other settings are the defaults."""
+
+
+def cached_sources(rules: RuleSet, stock: Availability, count: int = 4) -> tuple[CachedSource, ...]:
+    """`count` cached sources splitting the rule set's locations between them (as the demo's
+    four upstream APIs do), each mapping every catalog SKU to an upstream item. Empty caches:
+    the first gather fills them."""
+    records = [record for by_location in stock.stock.values() for record in by_location.values()]
+    upstream = {sku: f"item-{sku}" for sku in rules.catalog}
+    ids = rules.location_ids
+    return tuple(
+        CachedSource(
+            MemorySource(f"source-{i}", frozenset(ids[i::count]), records),
+            WARM,
+            upstream=upstream,
+        )
+        for i in range(count)
     )

@@ -137,6 +137,44 @@ def test_a_fresh_entry_is_served_without_a_call():
     assert (source.stats.hits, source.stats.misses) == (1, 1)
 
 
+def test_answer_now_only_when_every_sku_is_fresh():
+    """The warm path: all fresh, an answer at once (counted as hits, with its age); anything to
+    fetch or to serve stale, None, and nothing counted (`fetch` does it all)."""
+    clock, inner = Clock(), Scripted()
+    source = cached(inner, clock)
+    assert source.answer_now({"A"}) is None
+    fetch(source, "A", "B")
+    clock.advance(2.0)
+    now = source.answer_now({"A", "B"})
+    assert now is not None
+    assert atp(now) == {"A": 5, "B": 5}
+    assert (now.unknown_skus, now.stale_skus, now.errors) == (frozenset(), frozenset(), ())
+    assert now.oldest_age == pytest.approx(2.0)
+    assert (source.stats.hits, source.stats.misses) == (2, 2)
+    assert source.answer_now({"A", "C"}) is None  # C was never fetched
+    clock.advance(3.0)  # 5 s: no longer fresh
+    assert source.answer_now({"A"}) is None
+    assert (source.stats.hits, source.stats.misses) == (2, 2)
+    assert inner.calls == [["A"], ["B"]]  # fetched once each, by `fetch`
+
+
+def test_a_warm_gather_starts_no_task(monkeypatch):
+    """Every source answers at once from memory: the gather never makes a task (nor waits)."""
+    clock, inner = Clock(), Scripted()
+    source = cached(inner, clock)
+    fetch(source, "A")
+
+    def no_task(*args, **kwargs):
+        raise AssertionError("a task was started")
+
+    async def run():
+        monkeypatch.setattr(asyncio, "ensure_future", no_task)
+        return await gather(["A"], [source], ["a"], deadline=time.monotonic() + 1)
+
+    availability = asyncio.run(run())
+    assert availability.stock["A"]["a"].atp == 5
+
+
 def test_past_its_fresh_time_an_entry_is_fetched_again():
     clock, inner = Clock(), Scripted()
     source = cached(inner, clock)

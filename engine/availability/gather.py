@@ -96,40 +96,62 @@ async def gather(
             wanted = frozenset(sku for sku in skus if not covered.isdisjoint(serving.get(sku, ())))
         if wanted:
             asked.append((source, wanted))
-    tasks = [
-        asyncio.ensure_future(source.fetch(wanted, deadline=deadline)) for source, wanted in asked
-    ]
+    # A source that can answer at once (memory, a warm cache) is not made a task: on the usual
+    # cart every source can, and the gather then never yields to the event loop.
+    immediate: list[SourceAnswer | None] = []
+    for source, wanted in asked:
+        answer_now = getattr(source, "answer_now", None)
+        immediate.append(None if answer_now is None else answer_now(wanted))
+    tasks = {
+        i: asyncio.ensure_future(source.fetch(wanted, deadline=deadline))
+        for i, (source, wanted) in enumerate(asked)
+        if immediate[i] is None
+    }
     late: set[asyncio.Future[SourceAnswer]] = set()
     try:
         if tasks:
             left = None if deadline is None else deadline + DEADLINE_GRACE - time.monotonic()
-            _, late = await asyncio.wait(tasks, timeout=None if left is None else max(0.0, left))
+            _, late = await asyncio.wait(
+                tasks.values(), timeout=None if left is None else max(0.0, left)
+            )
     finally:
-        for task in tasks:
+        for task in tasks.values():
             if not task.done():
                 task.cancel()
     answers: list[tuple[Source, SourceAnswer]] = []
-    for (source, wanted), task in zip(asked, tasks, strict=True):
-        failure: BaseException | None = None
-        if task in late or task.cancelled():
-            log.warning("source %s did not answer by the deadline", source.name)
-        else:
-            failure = task.exception()
-            if failure is None:
-                answer = task.result()
-                if not isinstance(source, CachedSource):  # a cached source logs its own, once
-                    for error in answer.errors:
-                        log.warning("source %s could not answer: %s", source.name, error.message)
-                if answer.missing_skus:
-                    log.warning(
-                        "source %s does not know %s: check their ids in the catalog's `upstream`",
-                        source.name,
-                        ", ".join(sorted(answer.missing_skus)),
-                    )
-                answers.append((source, answer))
-                continue
-            if not isinstance(failure, Exception):
-                raise failure
-            log.warning("source %s failed: %r", source.name, failure)
-        answers.append((source, SourceAnswer(records=(), unknown_skus=wanted)))
+    for i, (source, wanted) in enumerate(asked):
+        answer = immediate[i]
+        if answer is None:
+            answer = _outcome(source, wanted, tasks[i], late)
+        if answer.missing_skus:
+            log.warning(
+                "source %s does not know %s: check their ids in the catalog's `upstream`",
+                source.name,
+                ", ".join(sorted(answer.missing_skus)),
+            )
+        answers.append((source, answer))
     return merge_answers(answers, all_locations)
+
+
+def _outcome(
+    source: Source,
+    wanted: frozenset[str],
+    task: asyncio.Future[SourceAnswer],
+    late: set[asyncio.Future[SourceAnswer]],
+) -> SourceAnswer:
+    """What a source's task came to: its answer, or nothing known (logged) if it failed or
+    did not answer by the deadline."""
+    if task in late or task.cancelled():
+        log.warning("source %s did not answer by the deadline", source.name)
+    else:
+        failure = task.exception()
+        if failure is None:
+            answer = task.result()
+            if not isinstance(source, CachedSource):  # a cached source logs its own, once
+                for error in answer.errors:
+                    log.warning("source %s could not answer: %s", source.name, error.message)
+            return answer
+        if not isinstance(failure, Exception):
+            raise failure
+        log.warning("source %s failed: %r", source.name, failure)
+    return SourceAnswer(records=(), unknown_skus=wanted)

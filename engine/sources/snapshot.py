@@ -121,6 +121,10 @@ class SnapshotSource:
     async def fetch(self, skus: Collection[str], *, deadline: float | None = None) -> SourceAnswer:
         return self.answer(skus)
 
+    def answer_now(self, skus: Collection[str]) -> SourceAnswer:
+        """Always at once: everything is in memory (`gather` then starts no task)."""
+        return self.answer(skus)
+
     def answer(self, skus: Collection[str]) -> SourceAnswer:
         """The synchronous answer, for the CLI and benchmarks that need no event loop."""
         records: list[StockRecord] = []

@@ -62,6 +62,7 @@ __all__ = ("MAX_BODY_BYTES", "Readiness", "create_app", "readiness")
 
 
 _CART_DECODER: Final = msgspec.json.Decoder(Cart)
+_ENCODER: Final = msgspec.json.Encoder()
 _KEY: Final[list[dict[str, list[str]]]] = [{"ApiKey": []}]
 """The OpenAPI security requirement of a route that needs a key."""
 
@@ -279,7 +280,10 @@ def create_app(
         if mode == "text":
             text: Response[Any] = Response(render(decision, data), media_type=MediaType.TEXT)
             return text
-        return Response(decision)
+        # Encoded here by one msgspec encoder: Litestar's own serialisation of a struct costs
+        # some 30 µs more per cart (its type-encoder lookups), for the same bytes.
+        encoded: Response[Any] = Response(_ENCODER.encode(decision), media_type=MediaType.JSON)
+        return encoded
 
     @get(
         "/v1/availability",

@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 SIM_PORT ?= 8100
 
-.PHONY: run test lint typecheck unit bench bench-baseline check ruletests clean
+.PHONY: run test lint typecheck unit bench bench-baseline load check ruletests clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' \
@@ -71,6 +71,12 @@ bench-baseline: $(VENV)/.dev-deps
 		--benchmark-json=$(VENV)/baseline-$$i.json || exit 1; done
 	$(BIN)/python -m benchmarks.compare --update $(VENV)/baseline-1.json \
 		$(VENV)/baseline-2.json $(VENV)/baseline-3.json
+
+## Load test over HTTP on 127.0.0.1: the service (simulator, warm cache, demo rules, API key)
+## beside a null Litestar endpoint on the same server: maximum rate (wrk when installed), then
+## p50-p99.9 at half of it. About a minute; the results also go to $(VENV)/load.json.
+load: $(VENV)/.run-deps
+	$(BIN)/python -m benchmarks.load --json $(VENV)/load.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .benchmarks

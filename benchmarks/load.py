@@ -749,6 +749,23 @@ class Services:
             data: dict[str, Any] = json.loads(response.read())
             return data
 
+    def scrape(self) -> dict[str, float]:
+        """What the engine's `/metrics` counts: cart requests answered 200 and decisions made
+        (to check the counters move with the load the generator saw answered)."""
+        url = f"http://{HOST}:{self.engine_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode()
+        counted = {"requests": 0.0, "decisions": 0.0}
+        for line in text.splitlines():
+            name, _, value = line.rpartition(" ")
+            if name.startswith("engine_http_request_duration_seconds_count{") and (
+                'route="/v1/allocations"' in name and 'status="200"' in name
+            ):
+                counted["requests"] += float(value)
+            elif name.startswith("engine_decisions_total{"):
+                counted["decisions"] += float(value)
+        return counted
+
     def stop(self) -> None:
         """SIGTERM to each process group, then SIGKILL to what is left after a grace period."""
         for process in self.processes:
@@ -988,6 +1005,7 @@ def measure(settings: Settings) -> dict[str, Any]:
 
         for endpoint in ("null", "engine"):  # discarded: connections, caches, branch warm-up
             closed_asyncio(endpoint, settings.warm_up)()
+        scraped = running.scrape()
         print(f"Phase 1: maximum rate, closed loop, {settings.connections} connections", flush=True)
         closed: list[Measured] = []
         for endpoint in ("null", "engine", "null", "engine"):
@@ -1039,6 +1057,14 @@ def measure(settings: Settings) -> dict[str, Any]:
                     flush=True,
                 )
         result["cache"] = _counters(before, running.sources())
+        after = running.scrape()
+        engine_runs = [r for r in [*closed, *opened] if r.endpoint == "engine"]
+        result["metrics"] = {
+            "answered": sum(r.ok for r in engine_runs),
+            "requests": after["requests"] - scraped["requests"],
+            "decisions": after["decisions"] - scraped["decisions"],
+            "in_flight_allowance": settings.connections * len(engine_runs),
+        }
     result["processes"] = sorted(running.pids)
     result["max_rate"] = {
         "runs": [asdict(r) for r in closed],
@@ -1156,6 +1182,21 @@ def report(result: dict[str, Any]) -> str:
                 if c["hits"] or c["misses"] or c["upstream_calls"]
             )
             + "."
+        )
+    counted = result.get("metrics")
+    if counted:
+        extra = counted["requests"] - counted["answered"]
+        verdict = (
+            "consistent"
+            if 0 <= extra <= counted["in_flight_allowance"]
+            and counted["decisions"] == counted["requests"]
+            else "NOT consistent"
+        )
+        out.append(
+            f"Engine /metrics during the measured runs: {counted['requests']:,.0f} cart requests "
+            f"answered 200 and {counted['decisions']:,.0f} decisions counted, for "
+            f"{counted['answered']:,} answers the generator saw ({verdict}: a run may end with "
+            f"up to {counted['in_flight_allowance']} answers in flight)."
         )
     runs = [*result["max_rate"]["runs"], *result["fixed_rate"]]
     busy = [r["others_cpu"] for r in runs if r.get("others_cpu") is not None]

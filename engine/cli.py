@@ -24,6 +24,7 @@ import msgspec
 from engine.availability import Source
 from engine.checkout import BUDGET_VARIABLE, DEFAULT_BUDGET_MS, Checkout, budget_seconds, utc_now
 from engine.errors import AvailabilityFileError, Problem, RequestError, RuleSetError, Severity
+from engine.logs import configure_logging
 from engine.model import Cart, Decision
 from engine.policy import RuleSet, load_folder, load_rule_set
 from engine.policy.compile import compile_files
@@ -182,6 +183,7 @@ def _serve(args: argparse.Namespace) -> int:
     budget = _budget(args)
     if budget is None:
         return 2
+    configure_logging(args.log_level, json=args.log_format == "json")
     if args.watch_interval <= 0:
         print("--watch-interval must be above 0 seconds", file=sys.stderr)
         return 2
@@ -246,6 +248,7 @@ def _serve(args: argparse.Namespace) -> int:
         f"{origin}, within {round(budget * 1000)} ms per cart\n"
         f"  {base}/v1/allocations   (POST a cart)\n"
         f"  {base}/v1/sources       (cache, upstream and breaker counters)\n"
+        f"  {base}/metrics          (Prometheus)\n"
         f"  {base}/v1/rules/reload  (POST: reload {args.rules}/"
         + "".join(f"; also {what}" for what in also)
         + ")\n"
@@ -267,6 +270,7 @@ def _serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         log_level=args.log_level,
+        log_config=None,  # keep the handlers configure_logging set
         access_log=False,
         timeout_graceful_shutdown=args.shutdown_timeout,
     )
@@ -439,6 +443,16 @@ def _budget_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _log_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--log-level", default="info")
+    parser.add_argument(
+        "--log-format",
+        choices=("json", "text"),
+        default="json",
+        help="json: one JSON object per line, for log collectors (default); text: for people",
+    )
+
+
 def _watch_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--watch",
@@ -512,7 +526,7 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="serve from this snapshot file instead of the upstream APIs the rules configure",
     )
-    serve.add_argument("--log-level", default="info")
+    _log_options(serve)
     _shutdown_option(serve)
     _key_options(serve)
     _budget_option(serve)
@@ -527,7 +541,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=8000)
     demo.add_argument("--simulator-port", type=int, default=8100)
     demo.add_argument("--rules", type=Path, default=DEFAULT_RULES)
-    demo.add_argument("--log-level", default="info")
+    _log_options(demo)
     _shutdown_option(demo)
     _key_options(demo, demo=True)
     _budget_option(demo)

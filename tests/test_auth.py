@@ -39,6 +39,7 @@ ROUTES: list[tuple[str, str, object, str | None]] = [
     ("POST", "/v1/rules/simulate", {"files": {"rules.yaml": "rules: {"}, "carts": [CART]}, "admin"),
     ("GET", "/health", None, None),
     ("GET", "/ready", None, None),
+    ("GET", "/metrics", None, None),
     ("GET", "/schema/openapi.json", None, None),
 ]
 

@@ -71,6 +71,15 @@ def test_a_quick_run_measures_both_endpoints_and_stops_everything(tmp_path: Path
     assert result["answer_bytes"] > 500  # the null endpoint answers the engine's answer
     assert "Maximum rate" in run.stdout
     assert "Fixed rate" in run.stdout
+    # /metrics moved with the load: every answer the generator saw was counted, and a decision
+    # with it (a run may end with answers the server counted and the generator did not read).
+    counted = result["metrics"]
+    assert counted["answered"] == sum(
+        r["ok"] for r in closed_runs + fixed_runs if r["endpoint"] == "engine"
+    )
+    assert 0 <= counted["requests"] - counted["answered"] <= counted["in_flight_allowance"]
+    assert counted["decisions"] == counted["requests"]
+    assert "(consistent:" in run.stdout
 
     processes = result["processes"]
     assert len(processes) >= 3  # the simulator, the engine and the null app at least

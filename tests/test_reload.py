@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -816,6 +817,12 @@ def test_sighup_reloads_a_running_server(folder: Path) -> None:
         assert server.process.poll() is None
     log = server.log.read_text()
     assert "rules.yaml:2:5: rule `half` is missing `match`" in log  # logged at warning
+    # `serve` logs JSON lines by default (--log-format), for a log collector.
+    logged = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    rejected = [entry for entry in logged if "is missing `match`" in entry["message"]]
+    assert rejected, log
+    assert {"time", "level", "logger", "message"} <= set(rejected[0])
+    assert rejected[0]["level"] == "WARNING"
 
 
 def test_the_cli_checks_the_watch_interval(folder: Path) -> None:

@@ -2,7 +2,9 @@
 
 Request bodies are decoded by msgspec in strict mode (`"5"` is not `5`) through `StrictDTO`,
 so the generated OpenAPI still describes the `Cart` struct. Handlers are closures over one
-`Checkout`, so no per-request dependency resolution sits on the hot path.
+`Checkout`, so no per-request dependency resolution sits on the hot path. One middleware around
+the whole app times every request and gives it a request id; `GET /metrics` shows that, the
+decisions and the sources' counters to Prometheus (`engine.service.metrics`).
 
 The OpenAPI document is held to what the service does (tests/test_fuzz.py fuzzes the service
 against it): request structs say they refuse unknown fields, every error is documented as the
@@ -44,6 +46,7 @@ from engine.model import CHANNEL_PATTERN, MAX_LINES, AvailabilityAnswer, Cart, D
 from engine.reload import RuleReloader
 from engine.service.admin import rule_admin_handlers
 from engine.service.auth import ApiKeys
+from engine.service.metrics import Metrics, instrument, metrics_handler
 from engine.service.problems import (
     DECODE_ERRORS,
     MAX_BODY_BYTES,
@@ -240,13 +243,18 @@ def create_app(
     on_shutdown: Sequence[Callable[[], Awaitable[Any]]] = (),
     reloader: RuleReloader | None = None,
     api_keys: ApiKeys | None = None,
+    metrics: Metrics | None = None,
 ) -> Litestar:
     """Build the app around one `Checkout` (its rule set may be replaced while running).
     `on_shutdown` closes what the checkout's sources hold open (the upstream HTTP client).
     With a `reloader` (the checkout's rules folder) the rules reload on file edits, SIGHUP and
     `POST /v1/rules/reload`, and `GET /v1/rules/history` lists the loads. With `api_keys`
     every route that names a scope needs a key that has it; without, the service is open (the
-    command line refuses that unless told to)."""
+    command line refuses that unless told to). `metrics` (by default a new one, on its own
+    registry) is what `GET /metrics` shows."""
+    if metrics is None:
+        metrics = Metrics(checkout, reloader)
+    record_decision = metrics.record_decision
 
     @post(
         "/v1/allocations",
@@ -277,6 +285,7 @@ def create_app(
     ) -> Response[Decision]:
         mode = _explain_mode(explain)
         decision = await checkout.allocate(data, explain=mode is not None)
+        record_decision(decision)
         if mode == "text":
             text: Response[Any] = Response(render(decision, data), media_type=MediaType.TEXT)
             return text
@@ -385,8 +394,18 @@ def create_app(
         return Response(msgspec.json.encode(body), media_type=MediaType.JSON)
 
     simulate_rules = simulate_handler(checkout)  # admin; its own, larger body limit
-    return Litestar(
-        route_handlers=[allocations, availability, rules, sources, health, ready, simulate_rules]
+    scrape = metrics_handler(metrics)  # open, like /health and /ready
+    app = Litestar(
+        route_handlers=[
+            allocations,
+            availability,
+            rules,
+            sources,
+            health,
+            ready,
+            scrape,
+            simulate_rules,
+        ]
         + (rule_admin_handlers(reloader) if reloader is not None else []),
         exception_handlers=exception_handlers,
         before_request=_admission(api_keys),
@@ -410,4 +429,6 @@ def create_app(
             ),
         ),
         debug=debug,
+        logging_config=None,  # the process's logging is `engine.logs.configure_logging`'s
     )
+    return instrument(app, metrics)

@@ -37,6 +37,7 @@ from engine.availability.source import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from engine.logs import with_request_id
 
 __all__ = (
     "AnswerBuilder",
@@ -219,7 +220,9 @@ async def get_json(
     try:
         path = httpx.URL(url).path
         async with asyncio.timeout(timeout):
-            response = await client.get(target, headers=headers, timeout=httpx.Timeout(timeout))
+            response = await client.get(
+                target, headers=with_request_id(headers), timeout=httpx.Timeout(timeout)
+            )
     except (httpx.TimeoutException, TimeoutError) as exc:
         raise UpstreamTimeout(
             source, f"no complete answer from {path} within {timeout:.3g} s"

@@ -443,13 +443,14 @@ def _budget_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _log_options(parser: argparse.ArgumentParser) -> None:
+def _log_options(parser: argparse.ArgumentParser, *, default: str = "json") -> None:
     parser.add_argument("--log-level", default="info")
     parser.add_argument(
         "--log-format",
         choices=("json", "text"),
-        default="json",
-        help="json: one JSON object per line, for log collectors (default); text: for people",
+        default=default,
+        help="json: one JSON object per line, for log collectors; text: for people "
+        f"(default: {default})",
     )
 
 
@@ -541,7 +542,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=8000)
     demo.add_argument("--simulator-port", type=int, default=8100)
     demo.add_argument("--rules", type=Path, default=DEFAULT_RULES)
-    _log_options(demo)
+    _log_options(demo, default="text")  # the demo is read by people
     _shutdown_option(demo)
     _key_options(demo, demo=True)
     _budget_option(demo)

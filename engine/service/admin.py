@@ -16,6 +16,7 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import ResponseSpec
 
 from engine.reload import Attempt, Outcome, RuleProblem, RuleReloader
+from engine.service.auth import requires
 from engine.service.problems import invalid_rules, invalid_rules_response, problem_responses
 
 __all__ = ("rule_admin_handlers",)
@@ -47,8 +48,7 @@ def rule_admin_handlers(reloader: RuleReloader) -> list[HTTPRouteHandler]:
         "have no errors. 422 (`/problems/invalid-rules`) lists every problem; the live rule set "
         "is then unchanged. Needs the `admin` scope.",
         tags=["rules"],
-        opt={"scope": "admin"},
-        security=[{"ApiKey": []}],
+        **requires("admin"),
         responses={
             200: ResponseSpec(
                 ReloadAnswer, generate_examples=False, description="Loaded, or unchanged"
@@ -84,8 +84,7 @@ def rule_admin_handlers(reloader: RuleReloader) -> list[HTTPRouteHandler]:
         f"the problems of a rejected one. The last {reloader.history.maxlen} are kept. Will "
         "need the `admin` scope.",
         tags=["rules"],
-        opt={"scope": "admin"},
-        security=[{"ApiKey": []}],
+        **requires("admin"),
         responses={
             200: ResponseSpec(
                 list[Attempt], generate_examples=False, description="The loads, newest first"

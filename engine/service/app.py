@@ -45,7 +45,7 @@ from engine.explain_text import render
 from engine.model import CHANNEL_PATTERN, MAX_LINES, AvailabilityAnswer, Cart, Decision, Sku
 from engine.reload import RuleReloader
 from engine.service.admin import rule_admin_handlers
-from engine.service.auth import ApiKeys
+from engine.service.auth import SECURITY_SCHEME, ApiKeys, requires
 from engine.service.metrics import Metrics, instrument, metrics_handler
 from engine.service.problems import (
     DECODE_ERRORS,
@@ -66,8 +66,6 @@ __all__ = ("MAX_BODY_BYTES", "Readiness", "create_app", "readiness")
 
 _CART_DECODER: Final = msgspec.json.Decoder(Cart)
 _ENCODER: Final = msgspec.json.Encoder()
-_KEY: Final[list[dict[str, list[str]]]] = [{"ApiKey": []}]
-"""The OpenAPI security requirement of a route that needs a key."""
 
 
 class StrictDTO(MsgspecDTO[Cart]):
@@ -268,8 +266,7 @@ def create_app(
         "(`text/plain`), for people.",
         tags=["decisions"],
         operation_class=_DecisionOperation,
-        opt={"scope": "decide", "json_body": True},
-        security=_KEY,
+        **requires("decide", json_body=True),
         responses=problem_responses(400, 401, 403, 413, 415, 422),
     )
     async def allocations(
@@ -298,8 +295,7 @@ def create_app(
         "/v1/availability",
         summary="Availability of SKUs for a destination",
         tags=["availability"],
-        opt={"scope": "decide"},
-        security=_KEY,
+        **requires("decide"),
         responses=problem_responses(400, 401, 403),
     )
     async def availability(
@@ -324,8 +320,7 @@ def create_app(
         "/v1/rules",
         summary="The active rule set (admin)",
         tags=["rules"],
-        opt={"scope": "admin"},
-        security=_KEY,
+        **requires("admin"),
         responses={
             **_ok(dict[str, Any], "The rule set: locations, catalog size, defaults, rules"),
             **problem_responses(401, 403),
@@ -341,8 +336,7 @@ def create_app(
         "/v1/sources",
         summary="Availability sources: cache, upstream and breaker counters (admin)",
         tags=["operations"],
-        opt={"scope": "admin"},
-        security=_KEY,
+        **requires("admin"),
         responses={
             **_ok(dict[str, Any], "The budget, and each cached source's counters"),
             **problem_responses(401, 403),
@@ -419,7 +413,7 @@ def create_app(
             path="/schema",
             components=Components(
                 security_schemes={
-                    "ApiKey": SecurityScheme(
+                    SECURITY_SCHEME: SecurityScheme(
                         type="http",
                         scheme="bearer",
                         description="An API key with the route's scope (`decide` or `admin`), "

@@ -27,11 +27,13 @@ from litestar.exceptions import NotAuthorizedException, PermissionDeniedExceptio
 __all__ = (
     "API_KEYS_FILE_VARIABLE",
     "SCOPES",
+    "SECURITY_SCHEME",
     "ApiKeys",
     "KeyEntry",
     "KeyFileError",
     "digest",
     "new_key",
+    "requires",
 )
 
 API_KEYS_FILE_VARIABLE: Final = "ENGINE_API_KEYS_FILE"
@@ -40,10 +42,22 @@ SCOPES: Final = ("decide", "admin")
 simulate, history) and the sources' counters."""
 
 Scope = Literal["decide", "admin"]
+SECURITY_SCHEME: Final = "ApiKey"
+"""The OpenAPI security scheme a key is presented by (declared in engine/service/app.py)."""
 _HEX_SHA256: Final = "^[0-9a-f]{64}$"
 _CHALLENGE: Final = {"WWW-Authenticate": 'Bearer realm="checkout-engine"'}
 _MAX_KEY_BYTES: Final = 256
 """A longer header value is not one of our keys: refused before hashing."""
+
+
+def requires(scope: Scope, *, json_body: bool = False) -> dict[str, Any]:
+    """A route's decorator arguments for one that needs `scope`: the `opt` the app's admission
+    hook reads (with `json_body` when it takes a JSON body) and the OpenAPI security
+    requirement that says the same, so the two cannot disagree."""
+    opt: dict[str, Any] = {"scope": scope}
+    if json_body:
+        opt["json_body"] = True
+    return {"opt": opt, "security": [{SECURITY_SCHEME: []}]}
 
 
 class KeyEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

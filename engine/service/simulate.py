@@ -31,6 +31,7 @@ from engine.checkout import Checkout
 from engine.errors import FieldError, InvalidRequest, RuleSetError, Severity
 from engine.policy import RuleSet, load_rule_set_texts
 from engine.reload import shown_problems
+from engine.service.auth import requires
 from engine.service.problems import (
     DECODE_ERRORS,
     decode_error,
@@ -176,8 +177,7 @@ def simulate_handler(checkout: Checkout) -> HTTPRouteHandler:
         "service's recording (`serve --record`), its `last` 10,000 decisions. 422 "
         "(`/problems/invalid-rules`) lists the candidate's problems. Needs the `admin` scope.",
         tags=["rules"],
-        opt={"scope": "admin", "json_body": True},
-        security=[{"ApiKey": []}],
+        **requires("admin", json_body=True),
         operation_class=_SimulateOperation,
         responses={
             200: ResponseSpec(

@@ -11,30 +11,8 @@ import sys
 import time
 import urllib.request
 
+from benchmarks.load import free_port_block
 from tests.helpers import ROOT
-
-
-def free_port_block(size: int) -> int:
-    """A port p such that p..p+size-1 are free now (the simulator takes five in a row)."""
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = probe.getsockname()[1]
-        if base + size > 65535:
-            continue
-        taken = []
-        try:
-            for port in range(base, base + size):
-                sock = socket.socket()
-                taken.append(sock)
-                sock.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        finally:
-            for sock in taken:
-                sock.close()
-        return base
-    raise RuntimeError("no block of free ports")
 
 
 def wait_for(url: str, process: subprocess.Popen[bytes], seconds: float = 20) -> None:

@@ -15,7 +15,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -29,6 +28,7 @@ import httpx
 import pytest
 from litestar.testing import TestClient
 
+from benchmarks.load import free_port
 from engine.availability import Source, SourceAnswer
 from engine.checkout import Checkout
 from engine.cli import _parser
@@ -634,12 +634,6 @@ def test_unchanged_upstream_sources_are_kept_warm_and_changed_ones_rebuilt(folde
 
 
 # --- a real server: reloads under load, SIGHUP --------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 ADMIN = {"authorization": "Bearer demo-admin-key"}

@@ -389,7 +389,8 @@ class RuleSet:
             max_shipments=values["routing.max_shipments"][0],
             max_locations_per_line=values["routing.max_locations_per_line"][0],
             partial_cart=values["partial_cart"][0],
-            origins=tuple((s, v, o) for s, (v, o) in values.items()),
+            # As the line settings' origins: plain values (lists, not tuples) for explanations.
+            origins=tuple((s, _plain(v), o) for s, (v, o) in values.items()),
         )
 
     def _rules_for_sku(self, sku: str) -> tuple[_Rule, ...]:

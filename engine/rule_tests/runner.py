@@ -127,7 +127,7 @@ def compare(test: RuleTest, decision: Decision) -> list[Difference]:
         found = decision.explanation.settings if decision.explanation is not None else ()
         for name, expected in test.settings.items():
             origin = next((s for s in found if s.setting == name), None)
-            actual = None if origin is None else _as_written(origin.value)
+            actual = None if origin is None else msgspec.to_builtins(origin.value)
             if actual != expected:
                 shown = (
                     "not set" if origin is None else f"{_show(actual)} ({describe_origin(origin)})"
@@ -337,7 +337,7 @@ def _compare_settings(
                     )
                 )
                 continue
-            actual = _as_written(found.value)
+            actual = msgspec.to_builtins(found.value)
             if actual != expected_value:
                 out.append(
                     Difference(
@@ -400,8 +400,3 @@ def _union(bearings: Iterable[frozenset[str] | None]) -> frozenset[str] | None:
 
 def _indent(lines: list[str]) -> list[str]:
     return [f"    {line}" if line else line for line in lines]
-
-
-def _as_written(value: Any) -> Any:
-    """A setting's value as YAML would read it back (lists, not tuples), to compare."""
-    return msgspec.json.decode(msgspec.json.encode(value))

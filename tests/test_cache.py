@@ -204,6 +204,31 @@ def test_when_the_source_fails_a_stale_entry_is_served_flagged_with_its_age():
     assert source.stats.upstream_errors == {"UpstreamUnavailable": 1}
 
 
+def test_answer_now_is_what_fetch_answers_on_a_warm_cache():
+    """Built in one pass for speed, the warm answer must still be `fetch`'s: the records of
+    every SKU, a SKU the upstream does not know as unknown and missing, a SKU the source does
+    not carry left out, and the age and time of the oldest entry used."""
+    clock, inner = Clock(), Scripted()
+    inner.missing = {"GONE"}
+    carried = {"A": "A", "B": "B", "GONE": "GONE"}
+    source = CachedSource(inner, CacheSettings(fresh_for=5.0), upstream=carried, clock=clock)
+    fetch(source, "A")
+    clock.advance(1.0)
+    fetch(source, "B", "GONE")
+    clock.advance(1.5)
+    now = source.answer_now(["B", "GONE", "A", "NOT-CARRIED", "A"])
+    fetched = fetch(source, "A", "B", "GONE", "NOT-CARRIED")
+    assert now is not None
+    assert sorted(now.records, key=lambda r: r.sku) == sorted(fetched.records, key=lambda r: r.sku)
+    assert [r.sku for r in now.records] == ["B", "A"]
+    assert now.unknown_skus == now.missing_skus == fetched.missing_skus == frozenset({"GONE"})
+    assert (now.errors, now.stale_skus) == ((), frozenset())
+    assert now.oldest_age == fetched.oldest_age == pytest.approx(2.5)
+    assert now.oldest_fetched == fetched.oldest_fetched == source.entry("A").fetched_wall
+    assert source.stats.hits == 3 + 3  # each SKU counted once, by each
+    assert source.answer_now({"NOT-CARRIED"}) == SourceAnswer(records=())
+
+
 def test_past_its_stale_time_an_entry_is_no_longer_served():
     clock, inner = Clock(), Scripted()
     source = cached(inner, clock)

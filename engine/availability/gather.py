@@ -38,30 +38,33 @@ def merge_answers(
     """Merge source answers; a SKU a source could not answer for is unknown at its locations."""
     stock: dict[str, dict[str, StockRecord]] = {}
     unknown: dict[str, set[str]] = {}
-    every_location = frozenset(all_locations)
     stale = False
     oldest_age: float | None = None
     oldest_fetched: datetime | None = None
     for source, answer in answers:
-        stale = stale or bool(answer.stale_skus)
-        if answer.oldest_age is not None and (oldest_age is None or answer.oldest_age > oldest_age):
-            oldest_age = answer.oldest_age
-        if answer.oldest_fetched is not None and (
-            oldest_fetched is None or answer.oldest_fetched < oldest_fetched
-        ):
-            oldest_fetched = answer.oldest_fetched
+        if answer.stale_skus:
+            stale = True
+        age = answer.oldest_age
+        if age is not None and (oldest_age is None or age > oldest_age):
+            oldest_age = age
+        fetched = answer.oldest_fetched
+        if fetched is not None and (oldest_fetched is None or fetched < oldest_fetched):
+            oldest_fetched = fetched
         for record in answer.records:
             stock.setdefault(record.sku, {})[record.location_id] = record
-        covered = source.locations if source.locations is not None else every_location
-        for sku in answer.unknown_skus:
-            unknown.setdefault(sku, set()).update(covered)
-    frozen_unknown = {
-        sku: frozenset(loc for loc in locs if loc not in stock.get(sku, {}))
-        for sku, locs in unknown.items()
-    }
+        if answer.unknown_skus:
+            covered = source.locations
+            for sku in answer.unknown_skus:
+                unknown.setdefault(sku, set()).update(all_locations if covered is None else covered)
+    if unknown:
+        frozen_unknown = {
+            sku: frozenset(loc for loc in locs if loc not in stock.get(sku, {}))
+            for sku, locs in unknown.items()
+        }
+        unknown_now = {k: v for k, v in frozen_unknown.items() if v}
     return Availability(
         stock=stock,
-        unknown={k: v for k, v in frozen_unknown.items() if v},
+        unknown=unknown_now if unknown else {},
         stale=stale,
         oldest_age=oldest_age,
         oldest_fetched=oldest_fetched,
@@ -88,12 +91,17 @@ async def gather(
     fetch for this cart only: what a cached source shares between carts goes on) and its SKUs
     are unknown at its locations."""
     asked: list[tuple[Source, frozenset[str]]] = []
+    every_sku: frozenset[str] | None = None
     for source in sources:
         covered = source.locations
         if serving is None or covered is None:
-            wanted = frozenset(skus)
+            if every_sku is None:
+                every_sku = frozenset(skus)
+            wanted = every_sku
         else:
-            wanted = frozenset(sku for sku in skus if not covered.isdisjoint(serving.get(sku, ())))
+            wanted = frozenset(
+                [sku for sku in skus if not covered.isdisjoint(serving.get(sku, ()))]
+            )
         if wanted:
             asked.append((source, wanted))
     # A source that can answer at once (memory, a warm cache) is not made a task: on the usual

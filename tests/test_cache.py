@@ -128,13 +128,13 @@ def test_a_fresh_entry_is_served_without_a_call():
     clock, inner = Clock(), Scripted()
     source = cached(inner, clock)
     first = fetch(source, "A")
-    clock.advance(4.9)
+    clock.advance(3.9)  # before the last fifth of its fresh time: no refresh ahead either
     second = fetch(source, "A")
     assert inner.calls == [["A"]]
     assert atp(first) == atp(second) == {"A": 5}
     assert second.stale_skus == frozenset()
-    assert second.oldest_age == pytest.approx(4.9)
-    assert (source.stats.hits, source.stats.misses) == (1, 1)
+    assert second.oldest_age == pytest.approx(3.9)
+    assert (source.stats.hits, source.stats.misses, source.stats.refreshes) == (1, 1, 0)
 
 
 def test_answer_now_only_when_every_sku_is_fresh():
@@ -173,6 +173,101 @@ def test_a_warm_gather_starts_no_task(monkeypatch):
 
     availability = asyncio.run(run())
     assert availability.stock["A"]["a"].atp == 5
+
+
+def test_an_entry_used_near_the_end_of_its_fresh_time_is_refreshed_in_the_background():
+    """Refresh-ahead: in the last fifth of its fresh time an entry is served at once, and its
+    item is asked again meanwhile, so the cart that comes after it expired finds a new one and
+    does not wait for the upstream."""
+    clock, inner = Clock(), Scripted(delay=0.05)
+    source = cached(inner, clock)
+
+    async def run() -> None:
+        await source.fetch(["A"])
+        clock.advance(4.2)
+        inner.atp = 7
+        started = time.monotonic()
+        served = source.answer_now({"A"})
+        assert served is not None  # at once, from the cache, while the refresh runs
+        assert atp(served) == {"A": 5}
+        assert served.oldest_age == pytest.approx(4.2)
+        assert source.answer_now({"A"}) is not None  # one refresh in flight, not a second
+        assert inner.calls == [["A"]]  # asked for, not yet answered
+        await asyncio.sleep(0.1)
+        assert time.monotonic() - started < 1.0
+        clock.advance(1.0)  # 5.2 s after the first fetch: expired, but refreshed at 4.2 s
+        again = source.answer_now({"A"})
+        assert again is not None
+        assert atp(again) == {"A": 7}
+        assert again.oldest_age == pytest.approx(1.0)
+
+    asyncio.run(run())
+    assert inner.calls == [["A"], ["A"]]
+    stats = source.stats
+    assert (stats.hits, stats.misses, stats.refreshes, stats.coalesced) == (3, 1, 1, 0)
+    assert stats.upstream_calls == 2
+
+
+def test_fetch_refreshes_ahead_too_and_a_failed_refresh_keeps_the_entry():
+    """A cart with a miss goes through `fetch`, which refreshes its ageing hits as well. A
+    refresh that fails changes nothing the carts see: the entry is served until its fresh time
+    ends, as without the refresh; the failure is counted and logged like any call's."""
+    clock, inner = Clock(), Scripted()
+    source = cached(inner, clock)
+
+    async def run() -> None:
+        await source.fetch(["A"])
+        clock.advance(4.5)
+        inner.failures = [UpstreamUnavailable("scripted", "HTTP 503", status=503)] * 4
+        answer = await source.fetch(["A", "B"])  # B a miss, A ageing
+        assert atp(answer) == {"A": 5}
+        assert answer.unknown_skus == {"B"}  # B's own call failed, and its retry
+        await asyncio.sleep(0.01)
+        kept = source.answer_now({"A"})  # still fresh (4.5 s old): the same entry
+        assert kept is not None
+        assert kept.oldest_age == pytest.approx(4.5)
+
+    asyncio.run(run())
+    # A's first fetch, then A's refresh and B, each retried once (an outage is retried).
+    assert sorted(map(tuple, inner.calls)) == [("A",), ("A",), ("A",), ("B",), ("B",)]
+    assert source.stats.refreshes == 1
+    assert source.stats.upstream_errors == {"UpstreamUnavailable": 4}
+
+
+def test_no_refresh_ahead_while_backed_off_or_when_turned_off():
+    clock, inner = Clock(), Scripted()
+    off = cached(inner, clock, refresh_after=5.0)  # = fresh_for: never ahead
+    backed_off = cached(inner, clock)
+
+    async def run() -> None:
+        await off.fetch(["A"])
+        await backed_off.fetch(["B"])
+        backed_off._not_before = clock() + 60  # as a Retry-After would set it
+        clock.advance(4.5)
+        assert off.answer_now({"A"}) is not None
+        assert backed_off.answer_now({"B"}) is not None
+        await asyncio.sleep(0)
+
+    asyncio.run(run())
+    assert inner.calls == [["A"], ["B"]]
+    assert off.stats.refreshes == backed_off.stats.refreshes == 0
+
+
+def test_refresh_after_shorter_than_the_default():
+    clock, inner = Clock(), Scripted()
+    source = cached(inner, clock, refresh_after=1.0)
+
+    async def run() -> None:
+        await source.fetch(["A"])
+        clock.advance(0.9)
+        source.answer_now({"A"})
+        clock.advance(0.2)
+        source.answer_now({"A"})
+        await asyncio.sleep(0.01)
+
+    asyncio.run(run())
+    assert inner.calls == [["A"], ["A"]]
+    assert source.stats.refreshes == 1
 
 
 def test_past_its_fresh_time_an_entry_is_fetched_again():

@@ -223,6 +223,36 @@ def test_a_fresh_entry_costs_no_request_and_an_expired_one_one(sim):
     assert with_checkout(sim, rules, body) == [1, 1, 1, 1, 1, 2]
 
 
+# --- refresh ahead ------------------------------------------------------------------------------
+
+
+def test_a_steady_stream_of_carts_never_waits_for_a_refresh(sim):
+    """Carts every 10 ms for four fresh periods of 200 ms: the first cart fills the cache; every
+    later one is served from it, while the answers they use in the second half of their fresh
+    time (`refresh_after_ms`: a wide margin for a busy machine) are refreshed in the
+    background. No cart misses, so none waits for the upstream, and the data they see is never
+    older than the fresh time. (Without refreshing ahead, one cart per period misses.)"""
+    rules = levels_rules("fresh_for_ms: 200\nrefresh_after_ms: 100")
+
+    async def body(checkout: Checkout) -> tuple[list[Decision], dict[str, Any]]:
+        await checkout.allocate(cart("IE", ("TEE", 1)))
+        seen = []
+        ends = time.monotonic() + 0.8
+        while time.monotonic() < ends:
+            seen.append((await timed(checkout, "TEE"))[0])
+            await asyncio.sleep(0.01)
+        return seen, checkout.stats()["sources"]["levels"]
+
+    seen, stats = with_checkout(sim, rules, body)
+    assert all(from_stock(decision) and fresh(decision) for decision in seen)
+    assert all(d.freshness is not None and d.freshness.oldest_age_ms < 200 for d in seen)
+    assert stats["misses"] == 1  # the first cart's
+    assert stats["hits"] == len(seen)
+    assert stats["refreshes"] >= 4  # about one per half period
+    assert stats["upstream_calls"] == 1 + stats["refreshes"]
+    assert requests(sim) == stats["upstream_calls"]
+
+
 # --- a source down -----------------------------------------------------------------------------
 
 STALE_FOR = 0.8

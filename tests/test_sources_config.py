@@ -13,7 +13,7 @@ import pytest
 
 from engine.errors import AvailabilityFileError, RuleSetError, Severity
 from engine.policy import RuleSet, load_rule_set
-from engine.sources.upstream import Connection, connections, env_name
+from engine.sources.upstream import Connection, cache_settings, connections, env_name
 from tests.helpers import RULES, rules_from
 
 SOURCES = """\
@@ -326,7 +326,7 @@ def test_cache_and_breaker_settings_default_and_compile():
     configured = SOURCES.replace(
         "    timeout_ms: 250\n",
         "    timeout_ms: 250\n    fresh_for_ms: 1000\n    stale_for_ms: 60000\n"
-        "    batch_window_ms: 5\n"
+        "    refresh_after_ms: 600\n    batch_window_ms: 5\n"
         "    breaker: {failure_rate: 0.25, window: 40, min_calls: 10, open_ms: 2000}\n",
     )
     by_name = {s.name: s for s in rules_from(configured, LOCATIONS, CATALOG).sources}
@@ -338,6 +338,9 @@ def test_cache_and_breaker_settings_default_and_compile():
     assert (shopper.breaker_failure_rate, shopper.breaker_window) == (0.25, 40)
     assert (shopper.breaker_min_calls, shopper.breaker_open_for) == (10, 2.0)
     assert items.batch_window == 0.0  # one item per request: nothing to batch
+    assert (levels.refresh_after, shopper.refresh_after) == (None, 0.6)
+    cache = (cache_settings(levels), cache_settings(shopper))
+    assert [c.refresh_after for c in cache] == [None, 0.6]
 
 
 def test_stale_for_must_not_be_shorter_than_fresh_for():
@@ -348,6 +351,22 @@ def test_stale_for_must_not_be_shorter_than_fresh_for():
         "f0.yaml:13:19: `stale_for_ms` (1000) is shorter than `fresh_for_ms` (5000): an answer "
         "is stale only after it stops being fresh"
     ]
+
+
+def test_refreshing_ahead_after_the_fresh_time_is_reported():
+    broken = SOURCES.replace(
+        "    timeout_ms: 250\n", "    fresh_for_ms: 2000\n    refresh_after_ms: 3000\n"
+    )
+    assert problems(broken, LOCATIONS, CATALOG) == [
+        "f0.yaml:13:23: `refresh_after_ms` (3000) is longer than `fresh_for_ms` (2000): an "
+        "answer is refreshed ahead only while it is fresh (`refresh_after_ms: 2000` turns "
+        "refreshing ahead off)"
+    ]
+    turned_off = broken.replace("refresh_after_ms: 3000", "refresh_after_ms: 2000")
+    shopper = next(
+        s for s in rules_from(turned_off, LOCATIONS, CATALOG).sources if s.name == "shopper"
+    )
+    assert (shopper.fresh_for, shopper.refresh_after) == (2.0, 2.0)
 
 
 def test_a_breaker_that_could_never_open_is_reported():

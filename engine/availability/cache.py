@@ -83,6 +83,11 @@ MIN_RETRY_TIME: Final = 0.010
 """Seconds: no call is made with less than this left before the carts' deadline, and a retry
 only with more than this (or twice the source's usual latency, if longer) left."""
 _LATENCY_WEIGHT: Final = 0.2
+REFRESH_AT: Final = 0.8
+"""The share of `fresh_for` after which an answer in use is refreshed ahead, by default: the
+last fifth of its fresh time leaves the refresh time to come back (an upstream answering in
+tens of milliseconds has a second for it with the default 5 s), for at most a quarter more
+calls for an item in constant demand."""
 
 _Held = Literal["skipped", "shed"]
 
@@ -152,6 +157,10 @@ class CacheSettings:
     """Seconds an answer is served without asking the upstream again."""
     stale_for: float = 300.0
     """Seconds an answer may still be served, flagged stale, when no fresh one can be had."""
+    refresh_after: float | None = None
+    """Seconds after which a fresh answer that a cart uses is also refreshed in the background,
+    so that no cart has to wait for it once it expires; None: `REFRESH_AT` of `fresh_for`.
+    `fresh_for` (or more) turns this off."""
     batch_window: float = 0.0
     """Seconds misses wait for others to share one batched request; 0 for APIs that answer one
     item per request (they share per item only)."""
@@ -253,6 +262,11 @@ class CachedSource:
         self._wall = wall
         self._fresh_for = settings.fresh_for
         self._stale_for = max(settings.fresh_for, settings.stale_for)
+        self._refresh_after = (
+            REFRESH_AT * settings.fresh_for
+            if settings.refresh_after is None
+            else settings.refresh_after
+        )
         self._cache: TTLCache[str, Entry] = TTLCache(
             maxsize=settings.max_entries, ttl=self._stale_for, timer=clock
         )
@@ -331,10 +345,12 @@ class CachedSource:
         fresh_for = self._fresh_for
         upstream = self._upstream
         cache = self._cache
+        refresh_after = self._refresh_after
         records: list[StockRecord] = []
         missing: list[str] = []
         oldest: Entry | None = None
         hits = 0
+        ageing: list[str] | None = None
         for sku in skus if isinstance(skus, set | frozenset) else dict.fromkeys(skus):
             if upstream is not None and sku not in upstream:
                 continue
@@ -343,8 +359,13 @@ class CachedSource:
             except KeyError:
                 return None
             fetched_at = entry.fetched_at
-            if now - fetched_at >= fresh_for:
+            age = now - fetched_at
+            if age >= fresh_for:
                 return None
+            if age >= refresh_after:
+                if ageing is None:
+                    ageing = []
+                ageing.append(sku)
             hits += 1
             if entry.missing:
                 missing.append(sku)
@@ -352,6 +373,8 @@ class CachedSource:
             if oldest is None or fetched_at < oldest.fetched_at:
                 oldest = entry
         self.stats.hits += hits
+        if ageing is not None:
+            self._refresh_ahead(ageing, now)
         if oldest is None:
             return _NOTHING
         unknown = frozenset(missing) if missing else _NONE
@@ -378,6 +401,7 @@ class CachedSource:
         used: dict[str, Entry] = {}
         kept: dict[str, Entry] = {}
         need: list[str] = []
+        ageing: list[str] = []
         for sku in dict.fromkeys(skus):
             if self._upstream is not None and sku not in self._upstream:
                 continue  # not carried: no stock at this source's locations, no call
@@ -387,11 +411,15 @@ class CachedSource:
                 if age < self._fresh_for:
                     stats.hits += 1
                     used[sku] = entry
+                    if age >= self._refresh_after:
+                        ageing.append(sku)
                     continue
                 if age < self._stale_for:
                     kept[sku] = entry
             stats.misses += 1
             need.append(sku)
+        if ageing:
+            self._refresh_ahead(ageing, now)
         errors: list[SourceError] = []
         failed = need
         if need and self.backed_off(now):
@@ -477,9 +505,29 @@ class CachedSource:
     def _key(self, sku: str) -> Hashable:
         return sku if self._upstream is None else self._upstream[sku]
 
-    def _join(self, skus: list[str], deadline: float | None) -> dict[_Flight, list[str]]:
+    def _refresh_ahead(self, skus: list[str], now: float) -> None:
+        """Ask again, in the background, for `skus` whose answers are still fresh but near
+        their end: carts go on being served from the cache and none waits when it expires
+        (refresh-ahead, like a stale-while-revalidate that starts early). An item already in
+        flight is not asked twice; nothing is asked while the source is backed off from.
+        A refresh is a flight with no cart waiting: it has the source's whole `timeout`."""
+        if self.backed_off(now):
+            return
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # asked outside the service's loop (a script, a test): no flights
+            return
+        due = [sku for sku in skus if self._key(sku) not in self._in_flight]
+        if due:
+            self.stats.refreshes += len(due)
+            self._join(due, None, refresh=True)
+
+    def _join(
+        self, skus: list[str], deadline: float | None, *, refresh: bool = False
+    ) -> dict[_Flight, list[str]]:
         """The flights that will answer `skus` (joining those already planned or under way for
-        their items, starting others), each with the SKUs of `skus` it answers."""
+        their items, starting others), each with the SKUs of `skus` it answers. A `refresh`
+        is not a miss: it is not counted as coalesced or batched."""
         flights: dict[_Flight, list[str]] = {}
         opened: set[_Flight] = set()
         loop = asyncio.get_running_loop()
@@ -489,14 +537,14 @@ class CachedSource:
             key = self._key(sku)
             flight = self._in_flight.get(key)
             if flight is not None:
-                if flight not in opened:
+                if flight not in opened and not refresh:
                     self.stats.coalesced += 1
             elif batching:
                 flight = self._window
                 if flight is None:
                     flight = self._window = self._start(loop, deadline, now)
                     opened.add(flight)
-                elif flight not in opened:
+                elif flight not in opened and not refresh:
                     self.stats.batched += 1
                 self._add(flight, key, sku)
                 if len(flight.keys) >= self.settings.batch_size:

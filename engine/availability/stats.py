@@ -36,6 +36,9 @@ class SourceStats:
     upstream item (the same SKU, or another variant of the same product)."""
     batched: int = 0
     """Misses sent in a batched request another cart opened (different items, one request)."""
+    refreshes: int = 0
+    """SKUs asked again in the background because a cart used their answer near the end of its
+    fresh time (`refresh_after`): served from the cache meanwhile, counted as hits."""
     stale_serves: int = 0
     """SKU answers from an entry past its fresh time, because no fresh one could be had."""
     unanswered: int = 0
@@ -83,6 +86,7 @@ class SourceStats:
             "misses": self.misses,
             "coalesced": self.coalesced,
             "batched": self.batched,
+            "refreshes": self.refreshes,
             "stale_serves": self.stale_serves,
             "unanswered": self.unanswered,
             "late": self.late,

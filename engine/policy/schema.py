@@ -138,6 +138,10 @@ class SourceSpec(Struct, frozen=True, forbid_unknown_fields=True):
     stale_for_ms: Millis = 300_000
     """How long an answer may still be served, flagged stale, while the source cannot give a
     fresh one (RFC 5861 stale-if-error); at least `fresh_for_ms`."""
+    refresh_after_ms: Millis | None = None
+    """An answer a cart uses once it is this old (still fresh) is also asked again in the
+    background, so that no cart waits when it expires; by default four fifths of
+    `fresh_for_ms`; `fresh_for_ms` turns it off."""
     batch_window_ms: Annotated[int, Meta(ge=0, le=1000)] = 2
     """How long a miss waits for others to share one batched request (batching APIs only)."""
     breaker: BreakerSpec = field(default_factory=BreakerSpec)

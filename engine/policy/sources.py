@@ -49,6 +49,9 @@ class SourceConfig:
     """Seconds an answer is served from the cache without asking again."""
     stale_for: float = 300.0
     """Seconds an answer may still be served, flagged stale, when no fresh one can be had."""
+    refresh_after: float | None = None
+    """Seconds after which an answer in use is refreshed in the background (None: the cache's
+    default share of `fresh_for`)."""
     batch_window: float = 0.0
     """Seconds misses wait to share one batched request; 0 for APIs that take one item."""
     breaker_failure_rate: float = 0.5
@@ -225,6 +228,14 @@ def compile_sources(
                 f"`stale_for_ms` ({src.stale_for_ms}) is shorter than `fresh_for_ms` "
                 f"({src.fresh_for_ms}): an answer is stale only after it stops being fresh",
             )
+        if src.refresh_after_ms is not None and src.refresh_after_ms > src.fresh_for_ms:
+            error(
+                defined,
+                ("refresh_after_ms",),
+                f"`refresh_after_ms` ({src.refresh_after_ms}) is longer than `fresh_for_ms` "
+                f"({src.fresh_for_ms}): an answer is refreshed ahead only while it is fresh "
+                f"(`refresh_after_ms: {src.fresh_for_ms}` turns refreshing ahead off)",
+            )
         if src.breaker.min_calls > src.breaker.window:
             error(
                 defined,
@@ -247,6 +258,9 @@ def compile_sources(
                 items=items[name],
                 fresh_for=src.fresh_for_ms / 1000,
                 stale_for=src.stale_for_ms / 1000,
+                refresh_after=(
+                    None if src.refresh_after_ms is None else src.refresh_after_ms / 1000
+                ),
                 batch_window=src.batch_window_ms / 1000 if src.api in BATCH_APIS else 0.0,
                 breaker_failure_rate=src.breaker.failure_rate,
                 breaker_window=src.breaker.window,

@@ -303,6 +303,10 @@ _SOURCE_COUNTERS: Final = {
         "engine_source_batched",
         "Misses sent in a batched upstream request another cart opened",
     ),
+    "refreshes": (
+        "engine_source_cache_refreshes",
+        "SKUs refreshed in the background near the end of their fresh time",
+    ),
     "unanswered": (
         "engine_source_unanswered",
         "SKU answers left unknown: no fresh data and nothing young enough kept",

@@ -172,6 +172,7 @@ def cache_settings(config: SourceConfig) -> CacheSettings:
     return CacheSettings(
         fresh_for=config.fresh_for,
         stale_for=config.stale_for,
+        refresh_after=config.refresh_after,
         batch_window=config.batch_window,
         batch_size=config.batch_size,
         max_concurrency=config.max_concurrency,

@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
-from typing import Final
+from typing import Final, cast
 
 from engine.availability.cache import CachedSource
 from engine.availability.record import Availability, StockRecord
@@ -90,7 +90,9 @@ async def gather(
     for past it plus `DEADLINE_GRACE`: one that has not answered by then is cancelled (its own
     fetch for this cart only: what a cached source shares between carts goes on) and its SKUs
     are unknown at its locations."""
-    asked: list[tuple[Source, frozenset[str]]] = []
+    asked: list[frozenset[str]] = []
+    answers: list[tuple[Source, SourceAnswer | None]] = []
+    waiting: list[int] | None = None
     every_sku: frozenset[str] | None = None
     for source in sources:
         covered = source.locations
@@ -102,43 +104,55 @@ async def gather(
             wanted = frozenset(
                 [sku for sku in skus if not covered.isdisjoint(serving.get(sku, ()))]
             )
-        if wanted:
-            asked.append((source, wanted))
-    # A source that can answer at once (memory, a warm cache) is not made a task: on the usual
-    # cart every source can, and the gather then never yields to the event loop.
-    immediate: list[SourceAnswer | None] = []
-    for source, wanted in asked:
+        if not wanted:
+            continue
+        # A source that can answer at once (memory, a warm cache) is not made a task: on the
+        # usual cart every source can, and the gather then never yields to the event loop.
         answer_now = getattr(source, "answer_now", None)
-        immediate.append(None if answer_now is None else answer_now(wanted))
-    tasks = {
-        i: asyncio.ensure_future(source.fetch(wanted, deadline=deadline))
-        for i, (source, wanted) in enumerate(asked)
-        if immediate[i] is None
-    }
-    late: set[asyncio.Future[SourceAnswer]] = set()
-    try:
-        if tasks:
-            left = None if deadline is None else deadline + DEADLINE_GRACE - time.monotonic()
-            _, late = await asyncio.wait(
-                tasks.values(), timeout=None if left is None else max(0.0, left)
-            )
-    finally:
-        for task in tasks.values():
-            if not task.done():
-                task.cancel()
-    answers: list[tuple[Source, SourceAnswer]] = []
-    for i, (source, wanted) in enumerate(asked):
-        answer = immediate[i]
+        answer = None if answer_now is None else answer_now(wanted)
         if answer is None:
-            answer = _outcome(source, wanted, tasks[i], late)
-        if answer.missing_skus:
+            if waiting is None:
+                waiting = []
+            waiting.append(len(answers))
+        asked.append(wanted)
+        answers.append((source, answer))
+    if waiting is not None:
+        await _wait_for(answers, asked, waiting, deadline)
+    for source, answer in answers:
+        if answer is not None and answer.missing_skus:
             log.warning(
                 "source %s does not know %s: check their ids in the catalog's `upstream`",
                 source.name,
                 ", ".join(sorted(answer.missing_skus)),
             )
-        answers.append((source, answer))
-    return merge_answers(answers, all_locations)
+    # `_wait_for` has put an answer in every place left empty.
+    return merge_answers(cast("list[tuple[Source, SourceAnswer]]", answers), all_locations)
+
+
+async def _wait_for(
+    answers: list[tuple[Source, SourceAnswer | None]],
+    asked: list[frozenset[str]],
+    waiting: list[int],
+    deadline: float | None,
+) -> None:
+    """Fetch from the sources at `waiting` (indexes into `answers`) concurrently, until the
+    deadline and its grace at most, and put what each came to in `answers`."""
+    tasks = {
+        i: asyncio.ensure_future(answers[i][0].fetch(asked[i], deadline=deadline)) for i in waiting
+    }
+    late: set[asyncio.Future[SourceAnswer]] = set()
+    try:
+        left = None if deadline is None else deadline + DEADLINE_GRACE - time.monotonic()
+        _, late = await asyncio.wait(
+            tasks.values(), timeout=None if left is None else max(0.0, left)
+        )
+    finally:
+        for task in tasks.values():
+            if not task.done():
+                task.cancel()
+    for i, task in tasks.items():
+        source = answers[i][0]
+        answers[i] = (source, _outcome(source, asked[i], task, late))
 
 
 def _outcome(

@@ -354,16 +354,21 @@ class RuleReloader:
 
     async def _watch(self) -> None:
         """Look at the folder every `poll_interval`; on a change, wait until it holds still
-        for `debounce`, then reload. Never ends on an error: the next look tries again."""
+        for `debounce`, then reload. Never ends on an error: the next look tries again.
+
+        A look (a listing and a `stat` per file, about 0.1 ms) runs on the event loop itself.
+        In a worker thread it made the loop wait for the interpreter lock at the hand-overs
+        between the two threads: at half the service's maximum rate, the p99 of a cart was 2 to
+        5 ms with the look in a thread, about 1 ms without."""
         while True:
             await asyncio.sleep(self.poll_interval)
             try:
-                current = await asyncio.to_thread(fingerprint, self.folder)
+                current = fingerprint(self.folder)
                 if current == self._seen:
                     continue
                 for _ in range(_SETTLE_ROUNDS):
                     await asyncio.sleep(self.debounce)
-                    settled = await asyncio.to_thread(fingerprint, self.folder)
+                    settled = fingerprint(self.folder)
                     if settled == current:
                         break
                     current = settled

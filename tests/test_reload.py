@@ -444,11 +444,13 @@ def test_watching_an_unchanged_folder_starts_no_thread(folder: Path) -> None:
     checkout = checkout_on(folder)
     reloader = RuleReloader(folder, checkout, poll_interval=0.01, debounce=0.01)
 
+    before = set(threading.enumerate())  # what earlier tests may have left running
+
     async def run() -> list[str]:
         await reloader.start()
         await asyncio.sleep(0.1)  # some ten looks
         await reloader.stop()
-        return [t.name for t in threading.enumerate() if t.name.startswith("asyncio")]
+        return [t.name for t in threading.enumerate() if t not in before]
 
     assert asyncio.run(run()) == []
     assert [h.outcome for h in reloader.newest_first()] == ["loaded"]  # the startup entry only

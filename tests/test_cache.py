@@ -175,6 +175,12 @@ def test_a_warm_gather_starts_no_task(monkeypatch):
     assert availability.stock["A"]["a"].atp == 5
 
 
+async def settled(source: CachedSource) -> None:
+    """Wait for every flight the cache has started (refreshes ahead have no cart waiting)."""
+    while source._tasks:
+        await asyncio.gather(*source._tasks)
+
+
 def test_an_entry_used_near_the_end_of_its_fresh_time_is_refreshed_in_the_background():
     """Refresh-ahead: in the last fifth of its fresh time an entry is served at once, and its
     item is asked again meanwhile, so the cart that comes after it expired finds a new one and
@@ -186,15 +192,13 @@ def test_an_entry_used_near_the_end_of_its_fresh_time_is_refreshed_in_the_backgr
         await source.fetch(["A"])
         clock.advance(4.2)
         inner.atp = 7
-        started = time.monotonic()
         served = source.answer_now({"A"})
         assert served is not None  # at once, from the cache, while the refresh runs
         assert atp(served) == {"A": 5}
         assert served.oldest_age == pytest.approx(4.2)
         assert source.answer_now({"A"}) is not None  # one refresh in flight, not a second
-        assert inner.calls == [["A"]]  # asked for, not yet answered
-        await asyncio.sleep(0.1)
-        assert time.monotonic() - started < 1.0
+        assert inner.calls == [["A"]]  # the refresh is a task of its own, not run yet
+        await settled(source)
         clock.advance(1.0)  # 5.2 s after the first fetch: expired, but refreshed at 4.2 s
         again = source.answer_now({"A"})
         assert again is not None
@@ -206,51 +210,118 @@ def test_an_entry_used_near_the_end_of_its_fresh_time_is_refreshed_in_the_backgr
     stats = source.stats
     assert (stats.hits, stats.misses, stats.refreshes, stats.coalesced) == (3, 1, 1, 0)
     assert stats.upstream_calls == 2
+    assert source.report()["settings"]["refresh_after_ms"] == 4000
 
 
-def test_fetch_refreshes_ahead_too_and_a_failed_refresh_keeps_the_entry():
-    """A cart with a miss goes through `fetch`, which refreshes its ageing hits as well. A
-    refresh that fails changes nothing the carts see: the entry is served until its fresh time
-    ends, as without the refresh; the failure is counted and logged like any call's."""
+def test_a_refresh_is_given_until_the_answer_it_renews_stops_being_fresh():
+    """No cart waits on a refresh, so it is not given a cart's budget, nor left the source's
+    whole timeout: the answer it renews is served until its fresh time ends, after which
+    carts ask themselves."""
+    clock, inner = Clock(), Scripted()
+    source = cached(inner, clock, timeout=2.0)
+
+    async def run() -> None:
+        await source.fetch(["A"])
+        clock.advance(4.6)
+        source.answer_now({"A"})
+        await settled(source)
+
+    asyncio.run(run())
+    first, refresh = inner.deadlines
+    assert first is not None
+    assert refresh is not None
+    # The adapter's deadline is on time.monotonic(): the first call had the whole 2 s timeout,
+    # the refresh the 0.4 s left of the entry's fresh time.
+    assert refresh - first == pytest.approx(0.4 - 2.0, abs=0.05)
+
+
+def test_a_failed_refresh_is_not_tried_again_for_the_same_answer():
+    """A refresh that fails leaves the entry as it was: it is served until its fresh time
+    ends, as without refreshing, and is not refreshed again by every cart that uses it
+    meanwhile (a failure the breaker does not count would otherwise cost a call per cart)."""
     clock, inner = Clock(), Scripted()
     source = cached(inner, clock)
 
     async def run() -> None:
         await source.fetch(["A"])
         clock.advance(4.5)
-        inner.failures = [UpstreamUnavailable("scripted", "HTTP 503", status=503)] * 4
-        answer = await source.fetch(["A", "B"])  # B a miss, A ageing
-        assert atp(answer) == {"A": 5}
-        assert answer.unknown_skus == {"B"}  # B's own call failed, and its retry
-        await asyncio.sleep(0.01)
-        kept = source.answer_now({"A"})  # still fresh (4.5 s old): the same entry
-        assert kept is not None
-        assert kept.oldest_age == pytest.approx(4.5)
+        inner.failures = [RequestRejected("scripted", "HTTP 400", status=400)] * 100
+        for _ in range(100):
+            kept = source.answer_now({"A"})
+            assert kept is not None
+            assert kept.oldest_age == pytest.approx(4.5)
+            await settled(source)
+        clock.advance(1.0)  # expired: the next cart's miss asks, and succeeds
+        inner.failures = []
+        assert atp(await source.fetch(["A"])) == {"A": 5}
+        clock.advance(4.5)  # the new entry may be refreshed again
+        source.answer_now({"A"})
+        await settled(source)
 
     asyncio.run(run())
-    # A's first fetch, then A's refresh and B, each retried once (an outage is retried).
-    assert sorted(map(tuple, inner.calls)) == [("A",), ("A",), ("A",), ("B",), ("B",)]
-    assert source.stats.refreshes == 1
-    assert source.stats.upstream_errors == {"UpstreamUnavailable": 4}
+    assert inner.calls == [["A"], ["A"], ["A"], ["A"]]
+    assert source.stats.refreshes == 2
+    assert source.stats.upstream_errors == {"RequestRejected": 1}
 
 
-def test_no_refresh_ahead_while_backed_off_or_when_turned_off():
+def test_fetch_refreshes_ahead_too():
+    """A cart with a miss goes through `fetch`, which refreshes its ageing hits as well."""
+    clock, inner = Clock(), Scripted()
+    source = cached(inner, clock)
+
+    async def run() -> None:
+        await source.fetch(["A"])
+        clock.advance(4.5)
+        answer = await source.fetch(["A", "B"])  # B a miss, A ageing
+        assert atp(answer) == {"A": 5, "B": 5}
+        assert answer.oldest_age == pytest.approx(4.5)
+        await settled(source)
+
+    asyncio.run(run())
+    assert sorted(map(tuple, inner.calls)) == [("A",), ("A",), ("B",)]
+    assert (source.stats.refreshes, source.stats.misses, source.stats.hits) == (1, 2, 1)
+
+
+def test_no_refresh_ahead_while_backed_off_busy_or_turned_off():
     clock, inner = Clock(), Scripted()
     off = cached(inner, clock, refresh_after=5.0)  # = fresh_for: never ahead
     backed_off = cached(inner, clock)
+    busy = cached(inner, clock, max_concurrency=1)
 
     async def run() -> None:
-        await off.fetch(["A"])
-        await backed_off.fetch(["B"])
+        for source, sku in ((off, "A"), (backed_off, "B"), (busy, "C")):
+            await source.fetch([sku])
         backed_off._not_before = clock() + 60  # as a Retry-After would set it
         clock.advance(4.5)
-        assert off.answer_now({"A"}) is not None
-        assert backed_off.answer_now({"B"}) is not None
-        await asyncio.sleep(0)
+        async with busy._slots:  # its one call slot taken (a cart's miss under way)
+            assert off.answer_now({"A"}) is not None
+            assert backed_off.answer_now({"B"}) is not None
+            assert busy.answer_now({"C"}) is not None
+            await asyncio.sleep(0)
+        assert busy.answer_now({"C"}) is not None  # the slot free again: now it refreshes
+        await settled(busy)
 
     asyncio.run(run())
-    assert inner.calls == [["A"], ["B"]]
-    assert off.stats.refreshes == backed_off.stats.refreshes == 0
+    assert inner.calls == [["A"], ["B"], ["C"], ["C"]]
+    assert (off.stats.refreshes, backed_off.stats.refreshes, busy.stats.refreshes) == (0, 0, 1)
+
+
+def test_a_refresh_of_a_batching_source_neither_opens_nor_joins_a_cart_batch():
+    """A refresh goes at once in a flight of its own: a cart's miss does not wait in a batch
+    window with it (nor take its longer deadline), and is not counted as batched."""
+    clock, inner = Clock(), Scripted()
+    source = cached(inner, clock, batch_window=0.01)
+
+    async def run() -> None:
+        await source.fetch(["A"])
+        clock.advance(4.5)
+        answer = await source.fetch(["A", "B"], deadline=clock() + 0.15)
+        assert atp(answer) == {"A": 5, "B": 5}
+        await settled(source)
+
+    asyncio.run(run())
+    assert sorted(map(tuple, inner.calls)) == [("A",), ("A",), ("B",)]
+    assert (source.stats.batched, source.stats.refreshes) == (0, 1)
 
 
 def test_refresh_after_shorter_than_the_default():
@@ -263,11 +334,17 @@ def test_refresh_after_shorter_than_the_default():
         source.answer_now({"A"})
         clock.advance(0.2)
         source.answer_now({"A"})
-        await asyncio.sleep(0.01)
+        await settled(source)
 
     asyncio.run(run())
     assert inner.calls == [["A"], ["A"]]
     assert source.stats.refreshes == 1
+
+
+@pytest.mark.parametrize("seconds", [0.0, -1.0])
+def test_refreshing_on_every_use_is_refused(seconds):
+    with pytest.raises(ValueError, match="refresh_after must be more than 0 seconds"):
+        CacheSettings(refresh_after=seconds)
 
 
 def test_past_its_fresh_time_an_entry_is_fetched_again():

@@ -390,6 +390,10 @@ def test_a_cached_sources_counters_are_exposed_as_reported() -> None:
     assert report["upstream_errors"] == {"UpstreamUnavailable": 2}
     for key in ("coalesced", "batched", "unanswered", "late", "shed"):
         assert get(f"engine_source_{key}_total") == report[key] == 0, key
+    assert get("engine_source_cache_refreshes_total") == report["refreshes"] == 0
+    assert get("engine_source_refresh_after_seconds") * 1000 == pytest.approx(
+        report["settings"]["refresh_after_ms"]
+    )
     assert get("engine_source_cache_entries") == report["entries"] == 2
     assert get("engine_source_upstream_in_flight") == 0
     assert get("engine_source_breaker_state") == 2  # open: 2 of the 4 calls of its window failed

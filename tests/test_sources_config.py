@@ -362,6 +362,12 @@ def test_refreshing_ahead_after_the_fresh_time_is_reported():
         "answer is refreshed ahead only while it is fresh (`refresh_after_ms: 2000` turns "
         "refreshing ahead off)"
     ]
+    every_cart = broken.replace("refresh_after_ms: 3000", "refresh_after_ms: 0")
+    assert problems(every_cart, LOCATIONS, CATALOG) == [
+        "f0.yaml:13:23: `refresh_after_ms: 0` would ask the source again on every cart: give "
+        "the age at which an answer in use is refreshed (by default 1600, four fifths of "
+        "`fresh_for_ms`), or `2000` to turn it off"
+    ]
     turned_off = broken.replace("refresh_after_ms: 3000", "refresh_after_ms: 2000")
     shopper = next(
         s for s in rules_from(turned_off, LOCATIONS, CATALOG).sources if s.name == "shopper"

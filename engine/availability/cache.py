@@ -92,9 +92,12 @@ calls for an item in constant demand."""
 _Held = Literal["skipped", "shed"]
 
 _read: Final = Cache.__getitem__
-"""An entry as stored, expired or not: `TTLCache`'s own indexing checks expiry first, with its
-timer, which costs ten times the read (1 µs, paid per SKU and source on every cart). Ages are
-judged by the callers anyway (fresh, stale, too old); expired entries are removed on writes."""
+"""An entry as stored, expired or not: `TTLCache`'s own indexing checks expiry with its timer
+and moves the entry to the end of its eviction order, which costs ten times the read (1 µs,
+paid per SKU and source on every cart). Ages are judged by the callers anyway (fresh, stale,
+too old), and expired entries are removed on writes. Without the move, a full cache evicts the
+entry written longest ago rather than the one used longest ago; an entry in use is written
+again by its refresh ahead once per fresh time, so the two orders differ by less than that."""
 _NONE: Final[frozenset[str]] = frozenset()
 _NOTHING: Final = SourceAnswer(records=())
 """The answer about no SKU the source carries."""
@@ -160,7 +163,7 @@ class CacheSettings:
     refresh_after: float | None = None
     """Seconds after which a fresh answer that a cart uses is also refreshed in the background,
     so that no cart has to wait for it once it expires; None: `REFRESH_AT` of `fresh_for`.
-    `fresh_for` (or more) turns this off."""
+    `fresh_for` (or more) turns this off; 0 would ask again on every use, and is refused."""
     batch_window: float = 0.0
     """Seconds misses wait for others to share one batched request; 0 for APIs that answer one
     item per request (they share per item only)."""
@@ -173,6 +176,10 @@ class CacheSettings:
     """Seconds one attempt may take, at most (a cart's deadline may leave less)."""
     breaker: BreakerSettings = field(default_factory=BreakerSettings)
     max_entries: int = 100_000
+
+    def __post_init__(self) -> None:
+        if self.refresh_after is not None and not self.refresh_after > 0:
+            raise ValueError(f"refresh_after must be more than 0 seconds, not {self.refresh_after}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,6 +282,9 @@ class CachedSource:
         self._window: _Flight | None = None
         """The batch still taking items (batching APIs only)."""
         self._tasks: set[asyncio.Task[None]] = set()
+        self._refreshed: dict[str, float] = {}
+        """SKU -> `fetched_at` of the entry a refresh was started for: a refresh that failed
+        is not tried again for the same entry (it expires, and the next cart's miss asks)."""
         self._slots = asyncio.Semaphore(max(1, settings.max_concurrency))
         self._not_before = float("-inf")
         """No call before this (`Retry-After`)."""
@@ -350,7 +360,7 @@ class CachedSource:
         missing: list[str] = []
         oldest: Entry | None = None
         hits = 0
-        ageing: list[str] | None = None
+        ageing: list[tuple[str, Entry]] | None = None
         for sku in skus if isinstance(skus, set | frozenset) else dict.fromkeys(skus):
             if upstream is not None and sku not in upstream:
                 continue
@@ -365,7 +375,7 @@ class CachedSource:
             if age >= refresh_after:
                 if ageing is None:
                     ageing = []
-                ageing.append(sku)
+                ageing.append((sku, entry))
             hits += 1
             if entry.missing:
                 missing.append(sku)
@@ -401,7 +411,7 @@ class CachedSource:
         used: dict[str, Entry] = {}
         kept: dict[str, Entry] = {}
         need: list[str] = []
-        ageing: list[str] = []
+        ageing: list[tuple[str, Entry]] = []
         for sku in dict.fromkeys(skus):
             if self._upstream is not None and sku not in self._upstream:
                 continue  # not carried: no stock at this source's locations, no call
@@ -412,7 +422,7 @@ class CachedSource:
                     stats.hits += 1
                     used[sku] = entry
                     if age >= self._refresh_after:
-                        ageing.append(sku)
+                        ageing.append((sku, entry))
                     continue
                 if age < self._stale_for:
                     kept[sku] = entry
@@ -505,29 +515,51 @@ class CachedSource:
     def _key(self, sku: str) -> Hashable:
         return sku if self._upstream is None else self._upstream[sku]
 
-    def _refresh_ahead(self, skus: list[str], now: float) -> None:
-        """Ask again, in the background, for `skus` whose answers are still fresh but near
-        their end: carts go on being served from the cache and none waits when it expires
-        (refresh-ahead, like a stale-while-revalidate that starts early). An item already in
-        flight is not asked twice; nothing is asked while the source is backed off from.
-        A refresh is a flight with no cart waiting: it has the source's whole `timeout`."""
-        if self.backed_off(now):
+    def _refresh_ahead(self, ageing: list[tuple[str, Entry]], now: float) -> None:
+        """Ask again, in the background, for the SKUs of `ageing` (with their entries), whose
+        answers are still fresh but near their end: carts go on being served from the cache,
+        and none waits when they expire (refresh-ahead, a stale-while-revalidate that starts
+        early). Optional work, so it yields to the carts' own:
+
+        - nothing is asked while the source is backed off from (breaker, `Retry-After`), nor
+          when every call slot is taken: a cart's miss would queue behind it;
+        - an item already in flight is not asked twice, and an entry whose refresh failed is
+          not refreshed again (it expires, and the next cart's miss asks, breaker and all);
+        - its flights are its own, never a cart's batch window (a cart's miss does join one
+          for the same item), and end when the oldest answer they renew stops being fresh:
+          past that, carts are asking anyway."""
+        if self.backed_off(now) or self._slots.locked():
             return
         try:
-            asyncio.get_running_loop()
+            loop = asyncio.get_running_loop()
         except RuntimeError:  # asked outside the service's loop (a script, a test): no flights
             return
-        due = [sku for sku in skus if self._key(sku) not in self._in_flight]
-        if due:
-            self.stats.refreshes += len(due)
-            self._join(due, None, refresh=True)
+        tried = self._refreshed
+        due: list[str] = []
+        deadline = float("inf")
+        for sku, entry in ageing:
+            if tried.get(sku) == entry.fetched_at or self._key(sku) in self._in_flight:
+                continue
+            tried[sku] = entry.fetched_at
+            due.append(sku)
+            deadline = min(deadline, entry.fetched_at + self._fresh_for)
+        if not due:
+            return
+        per_call = self.settings.batch_size if self.settings.batch_window > 0 else 1
+        flight: _Flight | None = None
+        for sku in due:
+            key = self._key(sku)
+            if key in self._in_flight:
+                continue  # another variant of an item just added
+            if flight is None or len(flight.keys) >= per_call:
+                flight = self._start(loop, deadline, now)
+                flight.full.set()  # goes at once: no batch window to wait for
+            self._add(flight, key, sku)
+            self.stats.refreshes += 1
 
-    def _join(
-        self, skus: list[str], deadline: float | None, *, refresh: bool = False
-    ) -> dict[_Flight, list[str]]:
+    def _join(self, skus: list[str], deadline: float | None) -> dict[_Flight, list[str]]:
         """The flights that will answer `skus` (joining those already planned or under way for
-        their items, starting others), each with the SKUs of `skus` it answers. A `refresh`
-        is not a miss: it is not counted as coalesced or batched."""
+        their items, starting others), each with the SKUs of `skus` it answers."""
         flights: dict[_Flight, list[str]] = {}
         opened: set[_Flight] = set()
         loop = asyncio.get_running_loop()
@@ -537,14 +569,14 @@ class CachedSource:
             key = self._key(sku)
             flight = self._in_flight.get(key)
             if flight is not None:
-                if flight not in opened and not refresh:
+                if flight not in opened:
                     self.stats.coalesced += 1
             elif batching:
                 flight = self._window
                 if flight is None:
                     flight = self._window = self._start(loop, deadline, now)
                     opened.add(flight)
-                elif flight not in opened and not refresh:
+                elif flight not in opened:
                     self.stats.batched += 1
                 self._add(flight, key, sku)
                 if len(flight.keys) >= self.settings.batch_size:
@@ -682,6 +714,7 @@ class CachedSource:
                     fetched_wall=wall,
                 )
                 self._cache[sku] = entry
+                self._refreshed.pop(sku, None)
                 flight.outcomes[sku] = entry
             if not failed or not answer.errors or not all(map(retryable, answer.errors)):
                 return
@@ -753,6 +786,7 @@ class CachedSource:
         report["settings"] = {
             "fresh_for_ms": round(self._fresh_for * 1000),
             "stale_for_ms": round(self._stale_for * 1000),
+            "refresh_after_ms": round(self._refresh_after * 1000),
             "timeout_ms": round(self.settings.timeout * 1000),
             "max_concurrency": self.settings.max_concurrency,
             "batch_window_ms": self.settings.batch_window * 1000,

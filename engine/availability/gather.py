@@ -56,6 +56,7 @@ def merge_answers(
             covered = source.locations
             for sku in answer.unknown_skus:
                 unknown.setdefault(sku, set()).update(all_locations if covered is None else covered)
+    unknown_now: dict[str, frozenset[str]] = {}
     if unknown:
         frozen_unknown = {
             sku: frozenset(loc for loc in locs if loc not in stock.get(sku, {}))
@@ -64,7 +65,7 @@ def merge_answers(
         unknown_now = {k: v for k, v in frozen_unknown.items() if v}
     return Availability(
         stock=stock,
-        unknown=unknown_now if unknown else {},
+        unknown=unknown_now,
         stale=stale,
         oldest_age=oldest_age,
         oldest_fetched=oldest_fetched,

@@ -32,8 +32,8 @@ class SourceStats:
     """SKU answers that needed the upstream (no entry, or one past its fresh time), whether or
     not a call could be made for them: those backed off from count here and in `skipped`."""
     coalesced: int = 0
-    """Misses that joined a request another cart had already made or planned for the same
-    upstream item (the same SKU, or another variant of the same product)."""
+    """Misses that joined a request another cart (or a refresh ahead) had already made or
+    planned for the same upstream item (the same SKU, or another variant of the product)."""
     batched: int = 0
     """Misses sent in a batched request another cart opened (different items, one request)."""
     refreshes: int = 0

@@ -228,7 +228,15 @@ def compile_sources(
                 f"`stale_for_ms` ({src.stale_for_ms}) is shorter than `fresh_for_ms` "
                 f"({src.fresh_for_ms}): an answer is stale only after it stops being fresh",
             )
-        if src.refresh_after_ms is not None and src.refresh_after_ms > src.fresh_for_ms:
+        if src.refresh_after_ms == 0:
+            error(
+                defined,
+                ("refresh_after_ms",),
+                "`refresh_after_ms: 0` would ask the source again on every cart: give the age "
+                f"at which an answer in use is refreshed (by default {src.fresh_for_ms * 4 // 5}, "
+                f"four fifths of `fresh_for_ms`), or `{src.fresh_for_ms}` to turn it off",
+            )
+        elif src.refresh_after_ms is not None and src.refresh_after_ms > src.fresh_for_ms:
             error(
                 defined,
                 ("refresh_after_ms",),

@@ -343,6 +343,11 @@ _SOURCE_GAUGES: Final = {
 _SOURCE_SETTINGS: Final = {
     "fresh_for_ms": ("engine_source_fresh_for_seconds", "Configured fresh time", 0.001),
     "stale_for_ms": ("engine_source_stale_for_seconds", "Configured stale time", 0.001),
+    "refresh_after_ms": (
+        "engine_source_refresh_after_seconds",
+        "Configured age at which an answer in use is refreshed ahead",
+        0.001,
+    ),
     "timeout_ms": ("engine_source_timeout_seconds", "Configured upstream timeout", 0.001),
     "max_concurrency": (
         "engine_source_max_concurrency",

@@ -20,6 +20,7 @@ import contextlib
 import logging
 import os
 import signal
+import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ __all__ = (
     "DEFAULT_DEBOUNCE",
     "DEFAULT_POLL_INTERVAL",
     "HISTORY_LIMIT",
+    "SLOW_LOOK",
     "WATCH_VARIABLE",
     "Attempt",
     "Fingerprint",
@@ -63,6 +65,9 @@ SourcesFor = Callable[[RuleSet, Sequence[Source]], tuple[Source, ...]]
 
 HISTORY_LIMIT: Final = 100
 DEFAULT_POLL_INTERVAL: Final = 1.0
+SLOW_LOOK: Final = 0.02
+"""Seconds a look at the rules folder may hold the event loop before the watcher looks from a
+thread instead (a local disk takes about 0.1 ms)."""
 DEFAULT_DEBOUNCE: Final = 0.2
 _SETTLE_ROUNDS: Final = 10
 """A folder still changing after this many debounce periods is read anyway."""
@@ -195,6 +200,8 @@ class RuleReloader:
         self.last_rejected: Attempt | None = None
         self._lock: asyncio.Lock | None = None
         self._watcher: asyncio.Task[None] | None = None
+        self._last_look = 0.0
+        """Seconds the last look at the folder held the event loop."""
         self._pending: set[asyncio.Task[Any]] = set()
         self._signal_loop: asyncio.AbstractEventLoop | None = None
 
@@ -356,22 +363,42 @@ class RuleReloader:
         """Look at the folder every `poll_interval`; on a change, wait until it holds still
         for `debounce`, then reload. Never ends on an error: the next look tries again.
 
-        A look (a listing and a `stat` per file, about 0.1 ms) runs on the event loop itself.
-        In a worker thread it made the loop wait for the interpreter lock at the hand-overs
-        between the two threads: at half the service's maximum rate, the p99 of a cart was 2 to
-        5 ms with the look in a thread, about 1 ms without."""
+        A look (a listing and a `stat` per file, about 0.1 ms on a local disk) runs on the
+        event loop itself. In a worker thread it made the loop wait for the interpreter lock at
+        the hand-overs between the two threads: at half the service's maximum rate, the p99 of
+        a cart was 2 to 5 ms with the look in a thread, about 1 ms without. A folder on a slow
+        (network) file system would hold the loop instead: once a look takes more than
+        `SLOW_LOOK`, the next ones are made in a thread, and the log says so."""
+        in_thread = False
         while True:
             await asyncio.sleep(self.poll_interval)
             try:
-                current = fingerprint(self.folder)
+                current = await self._look(in_thread)
+                if not in_thread and (took := self._last_look) > SLOW_LOOK:
+                    in_thread = True
+                    log.warning(
+                        "rules: looking at %s took %.0f ms; looking from a thread from now on "
+                        "(keep the rules folder on a local disk)",
+                        self.folder,
+                        took * 1000,
+                    )
                 if current == self._seen:
                     continue
                 for _ in range(_SETTLE_ROUNDS):
                     await asyncio.sleep(self.debounce)
-                    settled = fingerprint(self.folder)
+                    settled = await self._look(in_thread)
                     if settled == current:
                         break
                     current = settled
                 await self.reload("file")
             except Exception:
                 log.exception("rules: watching %s failed; still watching", self.folder)
+
+    async def _look(self, in_thread: bool) -> Fingerprint:
+        if in_thread:
+            return await asyncio.to_thread(fingerprint, self.folder)
+        started = time.perf_counter()
+        try:
+            return fingerprint(self.folder)
+        finally:
+            self._last_look = time.perf_counter() - started

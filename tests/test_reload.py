@@ -36,6 +36,8 @@ from engine.model import Cart, CartLine
 from engine.policy import RuleSet, load_folder, load_rule_set
 from engine.reload import (
     HISTORY_LIMIT,
+    SLOW_LOOK,
+    Fingerprint,
     RuleReloader,
     fingerprint,
     watch_enabled,
@@ -454,6 +456,42 @@ def test_watching_an_unchanged_folder_starts_no_thread(folder: Path) -> None:
 
     assert asyncio.run(run()) == []
     assert [h.outcome for h in reloader.newest_first()] == ["loaded"]  # the startup entry only
+
+
+def test_a_slow_folder_is_looked_at_from_a_thread(
+    folder: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A look that holds the event loop longer than `SLOW_LOOK` (a network file system) moves
+    the next looks to a thread, once, with a warning; edits are still picked up."""
+    checkout = checkout_on(folder)
+    reloader = RuleReloader(folder, checkout, poll_interval=0.01, debounce=0.01)
+    looks: list[str] = []
+
+    def slow(path: Path) -> Fingerprint:
+        looks.append(threading.current_thread().name)
+        time.sleep(SLOW_LOOK * 1.5)
+        return fingerprint(path)
+
+    async def run() -> None:
+        monkeypatch.setattr("engine.reload.fingerprint", slow)
+        await reloader.start()
+        await asyncio.sleep(0.2)
+        write(folder / "rules.yaml", other_rules(folder))
+        for _ in range(100):
+            await asyncio.sleep(0.02)
+            if checkout.rules.id == load_rule_set(folder).id:
+                break
+        await reloader.stop()
+
+    caplog.set_level(logging.WARNING, logger="engine.reload")
+    asyncio.run(run())
+    assert looks[0] == "MainThread"
+    assert len(looks) > 3
+    assert all(name != "MainThread" for name in looks[1:])
+    assert checkout.rules.id == load_rule_set(folder).id
+    assert [r.getMessage().split(";")[1] for r in caplog.records] == [
+        " looking from a thread from now on (keep the rules folder on a local disk)"
+    ]
 
 
 def test_a_reload_is_the_same_whether_asked_or_signalled(folder: Path) -> None:

@@ -213,26 +213,42 @@ def test_an_entry_used_near_the_end_of_its_fresh_time_is_refreshed_in_the_backgr
     assert source.report()["settings"]["refresh_after_ms"] == 4000
 
 
-def test_a_refresh_is_given_until_the_answer_it_renews_stops_being_fresh():
-    """No cart waits on a refresh, so it is not given a cart's budget, nor left the source's
-    whole timeout: the answer it renews is served until its fresh time ends, after which
-    carts ask themselves."""
-    clock, inner = Clock(), Scripted()
-    source = cached(inner, clock, timeout=2.0)
+def test_refreshes_use_at_most_half_the_call_slots_and_never_wait_for_one():
+    """Refreshing is optional work: at most half of a source's calls at once, and a refresh
+    whose flight finds every slot taken (carts' calls) is dropped, not queued ahead of them;
+    the answers it would have renewed are refreshed by a later use."""
+    clock, inner = Clock(), Scripted(delay=0.02)
+    source = cached(inner, clock, max_concurrency=4)
+    items = {"A", "B", "C", "D"}
 
     async def run() -> None:
-        await source.fetch(["A"])
-        clock.advance(4.6)
-        source.answer_now({"A"})
+        await asyncio.gather(*(source.fetch([sku]) for sku in sorted(items)))
+        clock.advance(4.5)
+        source.answer_now(items)
+        assert (source.stats.refreshes, source._refresh_calls) == (2, 2)  # half of 4 slots
+        await settled(source)
+        source.answer_now(items)  # the two others
+        assert source.stats.refreshes == 4
+        await settled(source)
+        assert len(inner.calls) == 8
+
+        clock.advance(4.5)  # every answer ageing again
+        source.answer_now({"A"})  # planned while slots are free...
+        for _ in range(4):
+            await source._slots.acquire()  # ...which carts' calls then take
+        await asyncio.sleep(0)
+        assert source._refresh_calls == 0  # its flight saw no free slot: dropped
+        assert len(inner.calls) == 8
+        assert source.answer_now({"B"}) is not None  # nothing planned while none is free
+        assert source.stats.refreshes == 5
+        for _ in range(4):
+            source._slots.release()
+        source.answer_now({"A"})  # A was not marked tried: refreshed now
         await settled(source)
 
     asyncio.run(run())
-    first, refresh = inner.deadlines
-    assert first is not None
-    assert refresh is not None
-    # The adapter's deadline is on time.monotonic(): the first call had the whole 2 s timeout,
-    # the refresh the 0.4 s left of the entry's fresh time.
-    assert refresh - first == pytest.approx(0.4 - 2.0, abs=0.05)
+    assert len(inner.calls) == 9
+    assert source.stats.refreshes == 6
 
 
 def test_a_failed_refresh_is_not_tried_again_for_the_same_answer():
@@ -297,6 +313,8 @@ def test_no_refresh_ahead_while_backed_off_busy_or_turned_off():
             assert off.answer_now({"A"}) is not None
             assert backed_off.answer_now({"B"}) is not None
             assert busy.answer_now({"C"}) is not None
+            assert busy.stats.refreshes == 0
+            assert not busy._in_flight
             await asyncio.sleep(0)
         assert busy.answer_now({"C"}) is not None  # the slot free again: now it refreshes
         await settled(busy)

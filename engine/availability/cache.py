@@ -211,6 +211,7 @@ class _Flight:
         "keys",
         "outcomes",
         "queued",
+        "refresh",
         "skus",
     )
 
@@ -234,6 +235,8 @@ class _Flight:
         """Why no call at all was made for it, if none was."""
         self.queued = False
         """It waited for a concurrency slot."""
+        self.refresh = False
+        """A refresh ahead: no cart waited for it when it started (see `_refresh_ahead`)."""
 
     def wait_for(self, deadline: float | None) -> None:
         if self.deadline is not None:
@@ -282,9 +285,11 @@ class CachedSource:
         self._window: _Flight | None = None
         """The batch still taking items (batching APIs only)."""
         self._tasks: set[asyncio.Task[None]] = set()
-        self._refreshed: dict[str, float] = {}
-        """SKU -> `fetched_at` of the entry a refresh was started for: a refresh that failed
-        is not tried again for the same entry (it expires, and the next cart's miss asks)."""
+        self._refreshed: dict[Hashable, float] = {}
+        """Upstream item -> `fetched_at` of the entry a refresh was started for: a refresh that
+        failed is not tried again for the same answer (it expires; the next cart's miss asks)."""
+        self._refresh_calls = 0
+        """Refresh flights under way: at most half the concurrency slots (see `_refresh_ahead`)."""
         self._slots = asyncio.Semaphore(max(1, settings.max_concurrency))
         self._not_before = float("-inf")
         """No call before this (`Retry-After`)."""
@@ -428,8 +433,6 @@ class CachedSource:
                     kept[sku] = entry
             stats.misses += 1
             need.append(sku)
-        if ageing:
-            self._refresh_ahead(ageing, now)
         errors: list[SourceError] = []
         failed = need
         if need and self.backed_off(now):
@@ -451,6 +454,8 @@ class CachedSource:
                 stats.stale_serves += 1
                 stale.add(sku)
                 used[sku] = entry
+        if ageing:  # after the cart's own calls, which must not queue behind refreshes
+            self._refresh_ahead(ageing, self._clock())
         return self._answer(used, unknown, stale, errors)
 
     async def _wait(
@@ -519,41 +524,40 @@ class CachedSource:
         """Ask again, in the background, for the SKUs of `ageing` (with their entries), whose
         answers are still fresh but near their end: carts go on being served from the cache,
         and none waits when they expire (refresh-ahead, a stale-while-revalidate that starts
-        early). Optional work, so it yields to the carts' own:
+        early). Optional work, so it gives way to the carts' own calls:
 
-        - nothing is asked while the source is backed off from (breaker, `Retry-After`), nor
-          when every call slot is taken: a cart's miss would queue behind it;
-        - an item already in flight is not asked twice, and an entry whose refresh failed is
+        - nothing is asked while the source is backed off from (breaker, `Retry-After`);
+        - refreshes use at most half the source's call slots, and only free ones: a refresh
+          that would have to wait for a slot is dropped (see `_fly`), so a cart's miss never
+          queues behind more than that half;
+        - an item already in flight is not asked twice, and an answer whose refresh failed is
           not refreshed again (it expires, and the next cart's miss asks, breaker and all);
         - its flights are its own, never a cart's batch window (a cart's miss does join one
-          for the same item), and end when the oldest answer they renew stops being fresh:
-          past that, carts are asking anyway."""
-        if self.backed_off(now) or self._slots.locked():
+          for the same item). Like any call, each has the source's `timeout`."""
+        limit = max(1, self.settings.max_concurrency // 2)
+        if self._refresh_calls >= limit or self._slots.locked() or self.backed_off(now):
             return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # asked outside the service's loop (a script, a test): no flights
             return
         tried = self._refreshed
-        due: list[str] = []
-        deadline = float("inf")
-        for sku, entry in ageing:
-            if tried.get(sku) == entry.fetched_at or self._key(sku) in self._in_flight:
-                continue
-            tried[sku] = entry.fetched_at
-            due.append(sku)
-            deadline = min(deadline, entry.fetched_at + self._fresh_for)
-        if not due:
-            return
+        if len(tried) > self.settings.max_entries:
+            tried.clear()  # marks of answers long gone; at worst one more try each
         per_call = self.settings.batch_size if self.settings.batch_window > 0 else 1
         flight: _Flight | None = None
-        for sku in due:
+        for sku, entry in ageing:
             key = self._key(sku)
-            if key in self._in_flight:
-                continue  # another variant of an item just added
+            if tried.get(key) == entry.fetched_at or key in self._in_flight:
+                continue
             if flight is None or len(flight.keys) >= per_call:
-                flight = self._start(loop, deadline, now)
+                if self._refresh_calls >= limit:
+                    return
+                flight = self._start(loop, None, now)
+                flight.refresh = True
                 flight.full.set()  # goes at once: no batch window to wait for
+                self._refresh_calls += 1
+            tried[key] = entry.fetched_at
             self._add(flight, key, sku)
             self.stats.refreshes += 1
 
@@ -614,11 +618,20 @@ class CachedSource:
             if self._window is flight:
                 self._window = None
             flight.queued = self._slots.locked()
+            if flight.refresh and flight.queued:
+                # Every slot taken since it was planned: dropped rather than queued ahead of
+                # a cart's call. Its answers may be refreshed by a later cart.
+                flight.held = "skipped"
+                for key in flight.keys:
+                    self._refreshed.pop(key, None)
+                return
             async with self._slots:
                 await self._call(flight)
         except Exception:  # never expected: the flight's SKUs are then simply unanswered
             log.exception("source %s: an upstream call failed unexpectedly", self.name)
         finally:
+            if flight.refresh:
+                self._refresh_calls -= 1
             for key in flight.keys:
                 if self._in_flight.get(key) is flight:
                     del self._in_flight[key]
@@ -714,7 +727,7 @@ class CachedSource:
                     fetched_wall=wall,
                 )
                 self._cache[sku] = entry
-                self._refreshed.pop(sku, None)
+                self._refreshed.pop(self._key(sku), None)
                 flight.outcomes[sku] = entry
             if not failed or not answer.errors or not all(map(retryable, answer.errors)):
                 return

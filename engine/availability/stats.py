@@ -37,8 +37,8 @@ class SourceStats:
     batched: int = 0
     """Misses sent in a batched request another cart opened (different items, one request)."""
     refreshes: int = 0
-    """SKUs asked again in the background because a cart used their answer near the end of its
-    fresh time (`refresh_after`): served from the cache meanwhile, counted as hits."""
+    """Upstream items asked again in the background because a cart used their answer near the
+    end of its fresh time (`refresh_after`): served from the cache meanwhile, counted as hits."""
     stale_serves: int = 0
     """SKU answers from an entry past its fresh time, because no fresh one could be had."""
     unanswered: int = 0

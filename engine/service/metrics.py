@@ -305,7 +305,7 @@ _SOURCE_COUNTERS: Final = {
     ),
     "refreshes": (
         "engine_source_cache_refreshes",
-        "SKUs refreshed in the background near the end of their fresh time",
+        "Upstream items refreshed in the background near the end of their fresh time",
     ),
     "unanswered": (
         "engine_source_unanswered",

@@ -41,6 +41,7 @@ __all__ = (
     "DEFAULT_POLL_INTERVAL",
     "HISTORY_LIMIT",
     "SLOW_LOOK",
+    "SLOW_LOOKS",
     "WATCH_VARIABLE",
     "Attempt",
     "Fingerprint",
@@ -66,8 +67,9 @@ SourcesFor = Callable[[RuleSet, Sequence[Source]], tuple[Source, ...]]
 HISTORY_LIMIT: Final = 100
 DEFAULT_POLL_INTERVAL: Final = 1.0
 SLOW_LOOK: Final = 0.02
-"""Seconds a look at the rules folder may hold the event loop before the watcher looks from a
-thread instead (a local disk takes about 0.1 ms)."""
+"""Seconds a look at the rules folder may hold the event loop (a local disk takes 0.1 ms)..."""
+SLOW_LOOKS: Final = 3
+"""...this many times in a row before the watcher looks from a thread instead."""
 DEFAULT_DEBOUNCE: Final = 0.2
 _SETTLE_ROUNDS: Final = 10
 """A folder still changing after this many debounce periods is read anyway."""
@@ -200,8 +202,8 @@ class RuleReloader:
         self.last_rejected: Attempt | None = None
         self._lock: asyncio.Lock | None = None
         self._watcher: asyncio.Task[None] | None = None
-        self._last_look = 0.0
-        """Seconds the last look at the folder held the event loop."""
+        self._slow_looks = 0
+        """Looks in a row that held the event loop longer than `SLOW_LOOK`."""
         self._pending: set[asyncio.Task[Any]] = set()
         self._signal_loop: asyncio.AbstractEventLoop | None = None
 
@@ -367,26 +369,17 @@ class RuleReloader:
         event loop itself. In a worker thread it made the loop wait for the interpreter lock at
         the hand-overs between the two threads: at half the service's maximum rate, the p99 of
         a cart was 2 to 5 ms with the look in a thread, about 1 ms without. A folder on a slow
-        (network) file system would hold the loop instead: once a look takes more than
-        `SLOW_LOOK`, the next ones are made in a thread, and the log says so."""
-        in_thread = False
+        (network) file system would hold the loop instead: after `SLOW_LOOKS` looks in a row
+        took more than `SLOW_LOOK`, the next ones are made in a thread, and the log says so."""
         while True:
             await asyncio.sleep(self.poll_interval)
             try:
-                current = await self._look(in_thread)
-                if not in_thread and (took := self._last_look) > SLOW_LOOK:
-                    in_thread = True
-                    log.warning(
-                        "rules: looking at %s took %.0f ms; looking from a thread from now on "
-                        "(keep the rules folder on a local disk)",
-                        self.folder,
-                        took * 1000,
-                    )
+                current = await self._look()
                 if current == self._seen:
                     continue
                 for _ in range(_SETTLE_ROUNDS):
                     await asyncio.sleep(self.debounce)
-                    settled = await self._look(in_thread)
+                    settled = await self._look()
                     if settled == current:
                         break
                     current = settled
@@ -394,11 +387,22 @@ class RuleReloader:
             except Exception:
                 log.exception("rules: watching %s failed; still watching", self.folder)
 
-    async def _look(self, in_thread: bool) -> Fingerprint:
-        if in_thread:
+    async def _look(self) -> Fingerprint:
+        """The folder's fingerprint: on the loop, or from a thread once `SLOW_LOOKS` looks in
+        a row took more than `SLOW_LOOK` (one slow look can be the process, not the disk)."""
+        if self._slow_looks >= SLOW_LOOKS:
             return await asyncio.to_thread(fingerprint, self.folder)
         started = time.perf_counter()
         try:
             return fingerprint(self.folder)
         finally:
-            self._last_look = time.perf_counter() - started
+            took = time.perf_counter() - started
+            self._slow_looks = self._slow_looks + 1 if took > SLOW_LOOK else 0
+            if self._slow_looks >= SLOW_LOOKS:
+                log.warning(
+                    "rules: looking at %s took %.0f ms, %d times in a row; looking from a "
+                    "thread from now on (keep the rules folder on a local disk)",
+                    self.folder,
+                    took * 1000,
+                    SLOW_LOOKS,
+                )

@@ -299,29 +299,65 @@ def test_fetch_refreshes_ahead_too():
 
 
 def test_no_refresh_ahead_while_backed_off_busy_or_turned_off():
+    """Nothing is refreshed while the source is backed off, while every call slot is taken,
+    when turned off, or at all for a source of one call at a time (a refresh would hold the
+    slot a cart's miss needs)."""
     clock, inner = Clock(), Scripted()
     off = cached(inner, clock, refresh_after=5.0)  # = fresh_for: never ahead
     backed_off = cached(inner, clock)
-    busy = cached(inner, clock, max_concurrency=1)
+    busy = cached(inner, clock, max_concurrency=2)
+    single = cached(inner, clock, max_concurrency=1)
 
     async def run() -> None:
-        for source, sku in ((off, "A"), (backed_off, "B"), (busy, "C")):
+        for source, sku in ((off, "A"), (backed_off, "B"), (busy, "C"), (single, "D")):
             await source.fetch([sku])
         backed_off._not_before = clock() + 60  # as a Retry-After would set it
         clock.advance(4.5)
-        async with busy._slots:  # its one call slot taken (a cart's miss under way)
-            assert off.answer_now({"A"}) is not None
-            assert backed_off.answer_now({"B"}) is not None
-            assert busy.answer_now({"C"}) is not None
-            assert busy.stats.refreshes == 0
-            assert not busy._in_flight
-            await asyncio.sleep(0)
-        assert busy.answer_now({"C"}) is not None  # the slot free again: now it refreshes
+        for _ in range(2):
+            await busy._slots.acquire()  # both call slots taken (carts' misses under way)
+        assert off.answer_now({"A"}) is not None
+        assert backed_off.answer_now({"B"}) is not None
+        assert busy.answer_now({"C"}) is not None
+        assert single.answer_now({"D"}) is not None
+        assert (busy.stats.refreshes, len(busy._in_flight)) == (0, 0)
+        await asyncio.sleep(0)
+        for _ in range(2):
+            busy._slots.release()
+        assert busy.answer_now({"C"}) is not None  # a slot free again: now it refreshes
         await settled(busy)
 
     asyncio.run(run())
-    assert inner.calls == [["A"], ["B"], ["C"], ["C"]]
-    assert (off.stats.refreshes, backed_off.stats.refreshes, busy.stats.refreshes) == (0, 0, 1)
+    assert inner.calls == [["A"], ["B"], ["C"], ["D"], ["C"]]
+    assert [s.stats.refreshes for s in (off, backed_off, busy, single)] == [0, 0, 1, 0]
+
+
+def test_a_cart_that_joins_a_refresh_is_answered_even_when_every_slot_is_then_taken():
+    """A refresh that a cart's miss has joined is no longer optional: it queues for a slot
+    like the cart's own call would, instead of being dropped with the cart waiting on it."""
+    clock, inner = Clock(), Scripted()
+    source = cached(inner, clock, max_concurrency=2)
+
+    async def run() -> None:
+        await source.fetch(["A"])
+        clock.advance(4.5)
+        # A cart, scheduled first, that will run once A has expired...
+        joined = asyncio.ensure_future(source.fetch(["A"], deadline=clock() + 2.0))
+        source.answer_now({"A"})  # ...and a refresh of A, planned while a slot is free
+        for _ in range(2):
+            await source._slots.acquire()  # every slot taken before the flight gets one
+        clock.advance(1.0)
+        await asyncio.sleep(0.01)  # the cart misses A and joins the refresh's flight
+        assert not joined.done()  # queued, not dropped
+        for _ in range(2):
+            source._slots.release()
+        answer = await joined
+        assert atp(answer) == {"A": 5}
+        assert answer.unknown_skus == frozenset()
+
+    asyncio.run(run())
+    assert inner.calls == [["A"], ["A"]]
+    assert (source.stats.refreshes, source.stats.coalesced, source.stats.skipped) == (1, 1, 0)
+    assert source._refresh_calls == 0
 
 
 def test_a_refresh_of_a_batching_source_neither_opens_nor_joins_a_cart_batch():

@@ -46,6 +46,7 @@ import time
 from collections.abc import Callable, Collection, Hashable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from math import inf
 from typing import Any, Final, Literal
 
 from cachetools import Cache, TTLCache
@@ -286,8 +287,8 @@ class CachedSource:
         """The batch still taking items (batching APIs only)."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._refreshed: dict[Hashable, float] = {}
-        """Upstream item -> `fetched_at` of the entry a refresh was started for: a refresh that
-        failed is not tried again for the same answer (it expires; the next cart's miss asks)."""
+        """Upstream item -> when its last refresh was started: an answer fetched before that is
+        not refreshed again (the refresh failed; it expires, and the next cart's miss asks)."""
         self._refresh_calls = 0
         """Refresh flights under way: at most half the concurrency slots (see `_refresh_ahead`)."""
         self._slots = asyncio.Semaphore(max(1, settings.max_concurrency))
@@ -527,14 +528,15 @@ class CachedSource:
         early). Optional work, so it gives way to the carts' own calls:
 
         - nothing is asked while the source is backed off from (breaker, `Retry-After`);
-        - refreshes use at most half the source's call slots, and only free ones: a refresh
-          that would have to wait for a slot is dropped (see `_fly`), so a cart's miss never
-          queues behind more than that half;
+        - refreshes use at most half the source's call slots (none for a source of one call
+          at a time), and only free ones: a refresh that would have to wait for a slot is
+          dropped (see `_fly`), unless a cart's miss has joined it since, and is not retried,
+          so a cart's miss never queues behind more than that half;
         - an item already in flight is not asked twice, and an answer whose refresh failed is
           not refreshed again (it expires, and the next cart's miss asks, breaker and all);
         - its flights are its own, never a cart's batch window (a cart's miss does join one
           for the same item). Like any call, each has the source's `timeout`."""
-        limit = max(1, self.settings.max_concurrency // 2)
+        limit = self.settings.max_concurrency // 2  # none for a source of one call at a time
         if self._refresh_calls >= limit or self._slots.locked() or self.backed_off(now):
             return
         try:
@@ -548,8 +550,10 @@ class CachedSource:
         flight: _Flight | None = None
         for sku, entry in ageing:
             key = self._key(sku)
-            if tried.get(key) == entry.fetched_at or key in self._in_flight:
-                continue
+            if key in self._in_flight or tried.get(key, -inf) > entry.fetched_at:
+                continue  # under way, or tried since this answer was fetched
+            if self._lookup(sku) is not entry:
+                continue  # renewed (or gone) since the cart read it: nothing to refresh
             if flight is None or len(flight.keys) >= per_call:
                 if self._refresh_calls >= limit:
                     return
@@ -557,7 +561,7 @@ class CachedSource:
                 flight.refresh = True
                 flight.full.set()  # goes at once: no batch window to wait for
                 self._refresh_calls += 1
-            tried[key] = entry.fetched_at
+            tried[key] = now
             self._add(flight, key, sku)
             self.stats.refreshes += 1
 
@@ -573,6 +577,9 @@ class CachedSource:
             key = self._key(sku)
             flight = self._in_flight.get(key)
             if flight is not None:
+                if flight.refresh:  # a cart waits on it now: a call like its own, never dropped
+                    flight.refresh = False
+                    self._refresh_calls -= 1
                 if flight not in opened:
                     self.stats.coalesced += 1
             elif batching:
@@ -731,6 +738,8 @@ class CachedSource:
                 flight.outcomes[sku] = entry
             if not failed or not answer.errors or not all(map(retryable, answer.errors)):
                 return
+            if flight.refresh:
+                return  # optional: not worth a second slot-holding attempt (a cart's miss retries)
             left = None if flight.deadline is None else flight.deadline - self._clock()
             if left is not None and left <= self._retry_time():
                 return

@@ -55,6 +55,7 @@ class Scripted:
         self.deadlines: list[float | None] = []
         self.failures: list[SourceError] = []
         self.missing: set[str] = set()
+        self.partial: set[str] = set()
         self.atp = 5
         self.delay = delay
         self.clock = clock
@@ -90,8 +91,14 @@ class Scripted:
                 )
             self.clock.advance(takes)
         if self.failures:
+            answered = sorted(self.partial & set(skus))  # what a failing call still answers
             return SourceAnswer(
-                records=(), unknown_skus=frozenset(skus), errors=(self.failures.pop(0),)
+                records=tuple(
+                    StockRecord(sku=sku, location_id="a", atp=self.atp, source="scripted")
+                    for sku in answered
+                ),
+                unknown_skus=frozenset(skus) - set(answered),
+                errors=(self.failures.pop(0),),
             )
         missing = self.missing & set(skus)
         return SourceAnswer(
@@ -296,6 +303,32 @@ def test_fetch_refreshes_ahead_too():
     asyncio.run(run())
     assert sorted(map(tuple, inner.calls)) == [("A",), ("A",), ("B",)]
     assert (source.stats.refreshes, source.stats.misses, source.stats.hits) == (1, 2, 1)
+
+
+def test_a_refresh_that_answered_for_only_some_variants_is_not_repeated_for_the_others():
+    """Two SKUs of one upstream item: the refresh answers for one and fails for the other
+    (an outage, so retryable; refreshes are not retried). The one left with its old answer is
+    not refreshed again by every cart that reads it; the renewed one is, once it ages."""
+    clock, inner = Clock(), Scripted()
+    source = CachedSource(
+        inner, CacheSettings(fresh_for=5.0), upstream={"S1": "K", "S2": "K"}, clock=clock
+    )
+
+    async def run() -> None:
+        await source.fetch(["S1", "S2"])
+        clock.advance(4.5)
+        inner.failures = [UpstreamUnavailable("scripted", "HTTP 503", status=503)]
+        inner.partial = {"S1"}  # the failing call still answers for S1
+        source.answer_now({"S1", "S2"})
+        await settled(source)
+        for _ in range(5):
+            assert source.answer_now({"S2"}) is not None  # old, fresh: served, not refreshed
+            await settled(source)
+
+    asyncio.run(run())
+    assert inner.calls == [["S1", "S2"], ["S1", "S2"]]
+    assert source.stats.refreshes == 1
+    assert source.entry("S1").fetched_at > source.entry("S2").fetched_at
 
 
 def test_no_refresh_ahead_while_backed_off_busy_or_turned_off():

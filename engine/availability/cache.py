@@ -288,7 +288,8 @@ class CachedSource:
         self._tasks: set[asyncio.Task[None]] = set()
         self._refreshed: dict[Hashable, float] = {}
         """Upstream item -> when its last refresh was started: an answer fetched before that is
-        not refreshed again (the refresh failed; it expires, and the next cart's miss asks)."""
+        not refreshed again (the refresh failed for it, even if it answered for the item's other
+        SKUs; it expires, and the next cart's miss asks). Answers fetched since are newer."""
         self._refresh_calls = 0
         """Refresh flights under way: at most half the concurrency slots (see `_refresh_ahead`)."""
         self._slots = asyncio.Semaphore(max(1, settings.max_concurrency))
@@ -734,7 +735,6 @@ class CachedSource:
                     fetched_wall=wall,
                 )
                 self._cache[sku] = entry
-                self._refreshed.pop(self._key(sku), None)
                 flight.outcomes[sku] = entry
             if not failed or not answer.errors or not all(map(retryable, answer.errors)):
                 return

@@ -13,6 +13,7 @@ from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 
 from engine.availability import Availability, CachedSource, CacheSettings, SourceAnswer, StockRecord
+from engine.checkout import Checkout
 from engine.model import Cart, CartLine
 from engine.policy import RuleSet, load_rule_set_texts
 
@@ -177,3 +178,21 @@ def cached_sources(rules: RuleSet, stock: Availability, count: int = 4) -> tuple
         )
         for i in range(count)
     )
+
+
+def warm_checkout(
+    lines: int = 5, locations: int = 10, rules: int = 100, sources: int = 4
+) -> tuple[Checkout, Cart]:
+    """The reference request of the warm-path benchmarks: a cart on the warm rule set and a
+    `Checkout` over `sources` cached sources holding its SKUs (empty until the first cart
+    fills them), on a fixed clock."""
+    rs = warm_rule_set(locations, rules)
+    c = cart(lines)
+    cached = cached_sources(rs, availability(rs, [line.sku for line in c.lines]), sources)
+    return Checkout(rs, cached, clock=lambda: NOW), c
+
+
+def misses(checkout: Checkout) -> list[int]:
+    """Each cached source's misses so far: the same before and after a measurement when every
+    round was served from the cache, so what was measured is the warm path."""
+    return [s.stats.misses for s in checkout.sources if isinstance(s, CachedSource)]

@@ -13,27 +13,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 
-import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
 from benchmarks.compare import CALLS_PER_ROUND
-from benchmarks.synthetic import NOW, availability, cached_sources, cart, warm_rule_set
-from engine.availability import Availability, CachedSource, gather
-from engine.checkout import DEFAULT_BUDGET_MS, Checkout
+from benchmarks.synthetic import misses, warm_checkout
+from engine.availability import Availability, gather
+from engine.checkout import DEFAULT_BUDGET_MS
 from engine.model import Outcome
 
 CALLS = 100
 """Requests per round."""
 SOURCES = 4
-
-
-@pytest.fixture(scope="module")
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    loop = asyncio.new_event_loop()
-    yield loop
-    loop.close()
 
 
 def _rounds(
@@ -48,20 +40,14 @@ def _rounds(
     return lambda: loop.run_until_complete(many())
 
 
-def _hits_only(sources: tuple[CachedSource, ...], misses: list[int]) -> None:
-    """No round missed the cache: what was measured is the warm path."""
-    assert [source.stats.misses for source in sources] == misses
-
-
 def test_gather_warm(benchmark: BenchmarkFixture, loop: asyncio.AbstractEventLoop) -> None:
     """`gather` as `Checkout.allocate` calls it, for a 5-line cart whose SKUs every source
     holds fresh: each of the four sources answers from its cache, the answers are merged."""
     benchmark.group = "gather: warm cache"
     benchmark.name = f"gather x{CALLS}[5 lines, {SOURCES} sources, warm cache]"
     benchmark.extra_info[CALLS_PER_ROUND] = CALLS
-    rs = warm_rule_set(10, 100)
-    c = cart(5)
-    sources = cached_sources(rs, availability(rs, [line.sku for line in c.lines]), SOURCES)
+    checkout, c = warm_checkout(sources=SOURCES)
+    rs, sources = checkout.live
     serving = {line.sku: rs.serving(line.sku, c.country, c.channel) for line in c.lines}
     budget = DEFAULT_BUDGET_MS / 1000
 
@@ -71,9 +57,9 @@ def test_gather_warm(benchmark: BenchmarkFixture, loop: asyncio.AbstractEventLoo
 
     filled = loop.run_until_complete(request())  # fills the caches: the only misses
     assert sum(len(by_location) for by_location in filled.stock.values()) == 5 * 10
-    misses = [source.stats.misses for source in sources]
+    before = misses(checkout)
     benchmark(_rounds(loop, request))
-    _hits_only(sources, misses)
+    assert misses(checkout) == before  # every round was the warm path
 
 
 def test_checkout_warm(benchmark: BenchmarkFixture, loop: asyncio.AbstractEventLoop) -> None:
@@ -82,14 +68,11 @@ def test_checkout_warm(benchmark: BenchmarkFixture, loop: asyncio.AbstractEventL
     benchmark.group = "checkout: warm cache"
     benchmark.name = f"checkout x{CALLS}[5 lines x 10 locations, 100 rules, warm cache]"
     benchmark.extra_info[CALLS_PER_ROUND] = CALLS
-    rs = warm_rule_set(10, 100)
-    c = cart(5)
-    sources = cached_sources(rs, availability(rs, [line.sku for line in c.lines]), SOURCES)
-    checkout = Checkout(rs, sources, clock=lambda: NOW)
+    checkout, c = warm_checkout(sources=SOURCES)
     first = loop.run_until_complete(checkout.allocate(c))  # fills the caches
     assert first.decision is Outcome.ALLOCATE
     assert first.freshness is not None
     assert not first.freshness.stale
-    misses = [source.stats.misses for source in sources]
+    before = misses(checkout)
     benchmark(_rounds(loop, lambda: checkout.allocate(c)))
-    _hits_only(sources, misses)
+    assert misses(checkout) == before  # every round was the warm path

@@ -14,7 +14,7 @@ divided by `CALLS` (`extra_info`).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,8 +24,7 @@ from pytest_benchmark.fixture import BenchmarkFixture
 
 from benchmarks.compare import CALLS_PER_ROUND
 from benchmarks.null_app import PATH, null_app
-from benchmarks.synthetic import NOW, availability, cached_sources, cart, warm_rule_set
-from engine.availability import CachedSource
+from benchmarks.synthetic import misses, warm_checkout
 from engine.checkout import Checkout
 from engine.model import Decision, Outcome
 from engine.service import create_app
@@ -43,7 +42,7 @@ class Service:
     """The engine's app on warm caches, and what it answered the request that filled them."""
 
     app: ASGIApp
-    sources: tuple[CachedSource, ...]
+    checkout: Checkout
     body: bytes
     answer: bytes
 
@@ -103,31 +102,16 @@ def _rounds(
 
 
 @pytest.fixture(scope="module")
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    loop = asyncio.new_event_loop()
-    yield loop
-    loop.close()
-
-
-@pytest.fixture(scope="module")
 def service(loop: asyncio.AbstractEventLoop) -> Service:
     """The app around the checkout `test_checkout_warm` measures, with one key for `decide`;
     its first request fills the caches (the only misses) and is checked."""
-    rs = warm_rule_set(10, 100)
-    c = cart(5)
-    sources = cached_sources(rs, availability(rs, [line.sku for line in c.lines]), 4)
-    checkout = Checkout(rs, sources, clock=lambda: NOW)
+    checkout, c = warm_checkout()
     keys = ApiKeys((KeyEntry("benchmark", ("decide",), digest(KEY)),))
     app = create_app(checkout, api_keys=keys)
     body = msgspec.json.encode(c)
     answer = loop.run_until_complete(_caller(app, body)(1))
     assert msgspec.json.decode(answer, type=Decision).decision is Outcome.ALLOCATE
-    return Service(app, sources, body, answer)
-
-
-def _hits_only(sources: tuple[CachedSource, ...], misses: list[int]) -> None:
-    """No round missed the cache: what was measured is the warm path."""
-    assert [source.stats.misses for source in sources] == misses
+    return Service(app, checkout, body, answer)
 
 
 def test_null_endpoint(
@@ -157,6 +141,6 @@ def test_service_warm(
     answer = msgspec.json.decode(loop.run_until_complete(calls(1)), type=Decision)
     assert answer.decision is Outcome.ALLOCATE
     assert (answer.explanation is not None) is explain
-    misses = [source.stats.misses for source in service.sources]
+    before = misses(service.checkout)
     benchmark(_rounds(loop, calls))
-    _hits_only(service.sources, misses)
+    assert misses(service.checkout) == before  # every round was the warm path

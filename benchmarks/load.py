@@ -1071,6 +1071,7 @@ def measure(settings: Settings) -> dict[str, Any]:
         "null": best["null"],
         "engine": best["engine"],
         "ratio": best["engine"] / best["null"],
+        **engine_cost(best["null"], best["engine"]),
     }
     result["fixed_rate"] = [asdict(r) for r in opened]
     cpu_runs = [r for r in [*closed, *_checks(result)] if r.generator_cpu_us]
@@ -1091,6 +1092,20 @@ def measure(settings: Settings) -> dict[str, Any]:
         else at_half.latency_ms.get("p99", math.inf) < TARGET_P99_MS and not at_half.errors,
     }
     return result
+
+
+def engine_cost(null_rate: float, engine_rate: float) -> dict[str, float]:
+    """The engine's own time per request over HTTP, in µs: its time per request at its maximum
+    rate less the null endpoint's (one worker, so time per request is 1 / rate), and what the
+    ratio target leaves it (`TARGET_RATIO`'s share of the null's rate). Unlike the ratio, it
+    does not move when the server or the framework gets faster or slower."""
+    null_us = 1e6 / null_rate
+    return {
+        "null_us_per_request": null_us,
+        "engine_us_per_request": 1e6 / engine_rate,
+        "engine_cost_us": 1e6 / engine_rate - null_us,
+        "engine_budget_us": null_us / TARGET_RATIO - null_us,
+    }
 
 
 def _checks(result: dict[str, Any]) -> list[Measured]:
@@ -1141,6 +1156,12 @@ def report(result: dict[str, Any]) -> str:
     out.append(
         f"  mean: null {rates['null']:,.0f}/s, engine {rates['engine']:,.0f}/s; ratio "
         f"engine/null {rates['ratio']:.2f} (target >= {TARGET_RATIO:.2f}: {met})"
+    )
+    out.append(
+        f"  per request: null {rates['null_us_per_request']:,.0f} µs, engine "
+        f"{rates['engine_us_per_request']:,.0f} µs; the engine's own "
+        f"{rates['engine_cost_us']:,.0f} µs (the ratio target leaves it "
+        f"{rates['engine_budget_us']:,.0f} µs)"
     )
     out += [
         "",

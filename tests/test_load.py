@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.load import alive
+from benchmarks.load import alive, engine_cost
 from tests.helpers import ROOT
 
 COMMAND = [sys.executable, "-m", "benchmarks.load", "--quick", "--generator", "asyncio"]
@@ -68,6 +68,10 @@ def test_a_quick_run_measures_both_endpoints_and_stops_everything(tmp_path: Path
     assert result["max_rate"]["null"] > 0
     assert result["max_rate"]["engine"] > 0
     assert result["max_rate"]["ratio"] > 0
+    assert result["max_rate"]["engine_cost_us"] == (
+        result["max_rate"]["engine_us_per_request"] - result["max_rate"]["null_us_per_request"]
+    )
+    assert "the engine's own" in run.stdout
     assert result["answer_bytes"] > 500  # the null endpoint answers the engine's answer
     assert "Maximum rate" in run.stdout
     assert "Fixed rate" in run.stdout
@@ -130,3 +134,14 @@ def test_a_failed_run_stops_everything_it_started(tmp_path: Path):
     assert {"simulator", "engine"} <= set(children), run.stdout
     assert gone([pid for pid, _ in children.values()])
     assert all(closed(port) for _, port in children.values())
+
+
+def test_the_engines_own_time_is_its_time_per_request_less_the_nulls():
+    # 4,000/s is 250 µs a request, 2,000/s 500 µs; at 0.80 of 4,000/s (3,200/s, 312.5 µs)
+    # the engine would have 62.5 µs of its own.
+    assert engine_cost(4000.0, 2000.0) == {
+        "null_us_per_request": 250.0,
+        "engine_us_per_request": 500.0,
+        "engine_cost_us": 250.0,
+        "engine_budget_us": 62.5,
+    }

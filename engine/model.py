@@ -41,6 +41,7 @@ __all__ = (
     "ShipmentLine",
     "Sku",
     "SkuAvailability",
+    "whole",
 )
 
 MAX_LINES: Final = 500
@@ -49,9 +50,18 @@ MAX_LINES: Final = 500
 MAX_QUANTITY: Final = 100_000
 """Units on one line. A cart asking for more is a client bug, not a purchase."""
 
-Sku = Annotated[str, Meta(min_length=1, max_length=100, pattern=r"^\S+$")]
-LocationId = Annotated[str, Meta(min_length=1, max_length=100, pattern=r"^\S+$")]
-CHANNEL_PATTERN: Final = r"^[a-z0-9][a-z0-9_-]*$"
+
+def whole(pattern: str) -> str:
+    """A pattern the whole string must match. `^…$` alone lets a final newline through: msgspec
+    checks patterns with Python's `re.search`, whose `$` also matches just before one, so
+    `"web\n"` would pass for a channel and then match no rule. `(?!\n)` shuts that out; in the
+    OpenAPI document (JSON Schema's `$` is the end of the string) it changes nothing."""
+    return f"^{pattern}$(?!\\n)"
+
+
+Sku = Annotated[str, Meta(min_length=1, max_length=100, pattern=whole(r"\S+"))]
+LocationId = Annotated[str, Meta(min_length=1, max_length=100, pattern=whole(r"\S+"))]
+CHANNEL_PATTERN: Final = whole(r"[a-z0-9][a-z0-9_-]*")
 Channel = Annotated[str, Meta(min_length=1, max_length=40, pattern=CHANNEL_PATTERN)]
 Quantity = Annotated[int, Meta(ge=1, le=MAX_QUANTITY)]
 CartId = Annotated[str, Meta(min_length=1, max_length=200)]

@@ -215,6 +215,10 @@ def test_the_demo_keys_file_holds_hashes_not_keys() -> None:
             "`$.keys[0].scopes[0]`",
         ),
         ({"keys": [{"name": "a", "scopes": ["decide"], "sha256": "abc"}]}, "`$.keys[0].sha256`"),
+        (
+            {"keys": [{"name": "a", "scopes": ["decide"], "sha256": "0" * 64 + "\n"}]},
+            "`$.keys[0].sha256`",
+        ),
         ({"keys": [{"name": "a", "scopes": [], "sha256": "0" * 64}]}, "`$.keys[0].scopes`"),
         ({"keys": [{"name": "a", "scopes": ["decide"], "key": "x"}]}, "unknown field `key`"),
         (
@@ -222,7 +226,16 @@ def test_the_demo_keys_file_holds_hashes_not_keys() -> None:
             "key names must be unique: a used twice",
         ),
     ],
-    ids=["not-json", "empty", "unknown-scope", "short-hash", "no-scope", "raw-key", "twice"],
+    ids=[
+        "not-json",
+        "empty",
+        "unknown-scope",
+        "short-hash",
+        "hash-and-newline",
+        "no-scope",
+        "raw-key",
+        "twice",
+    ],
 )
 def test_a_broken_keys_file_says_what_is_wrong(tmp_path, content, says) -> None:
     path = write_keys(tmp_path, content)

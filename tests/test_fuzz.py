@@ -139,7 +139,7 @@ def _unknown_fields_refused(raw: dict[str, Any]) -> bool:
 def _sku_parameter_constrained(raw: dict[str, Any]) -> bool:
     parameters = raw["paths"]["/v1/availability"]["get"]["parameters"]
     items = next(p for p in parameters if p["name"] == "sku")["schema"]["items"]
-    wanted = {"minLength": 1, "maxLength": 100, "pattern": r"^\S+$"}
+    wanted = {"minLength": 1, "maxLength": 100, "pattern": r"^\S+$(?!\n)"}
     return all(items.get(key) == value for key, value in wanted.items())
 
 

@@ -1031,6 +1031,17 @@ def test_anchors_and_aliases_are_refused_without_expanding_them() -> None:
     )
 
 
+def test_channel_ending_in_a_newline() -> None:
+    problem = only_error(
+        'rules:\n  - name: web\n    match: {channels: ["web\\n"]}\n    max_quantity: 2\n'
+    )
+    assert where(problem) == ("broken.yaml", 3, 24)
+    assert problem.message == (
+        "`web\\n` is not a valid channel: use lower-case letters, digits, `-` and `_`, starting "
+        "with a letter or digit (as carts send it)"
+    )
+
+
 def test_channel_in_capitals() -> None:
     problem = only_error(
         "rules:\n  - name: web\n    match: {channels: [Web]}\n    max_quantity: 2\n"

@@ -491,6 +491,8 @@ BAD_CARTS: list[tuple[str, Any, str]] = [
     ("sku as number", {"country": "IE", "lines": [line(sku=5)]}, "$.lines[0].sku"),
     ("sku empty", {"country": "IE", "lines": [line(sku="")]}, "$.lines[0].sku"),
     ("sku with a space", {"country": "IE", "lines": [line(sku="TEE BLK")]}, "$.lines[0].sku"),
+    # Python's `$` matches before a final newline: each pattern is anchored past it.
+    ("sku ending in a newline", {"country": "IE", "lines": [line(sku="TEE\n")]}, "$.lines[0].sku"),
     ("sku too long", {"country": "IE", "lines": [line(sku="X" * 101)]}, "$.lines[0].sku"),
     ("missing sku", {"country": "IE", "lines": [{"quantity": 1}]}, "$.lines[0].sku"),
     ("missing quantity", {"country": "IE", "lines": [{"sku": "A"}]}, "$.lines[0].quantity"),
@@ -512,11 +514,21 @@ BAD_CARTS: list[tuple[str, Any, str]] = [
     ("country empty", {"country": "", "lines": [line()]}, "$.country"),
     ("missing country", {"lines": [line()]}, "$.country"),
     ("channel not a slug", {"country": "IE", "lines": [line()], "channel": "Web"}, "$.channel"),
+    (
+        "channel ending in a newline",
+        {"country": "IE", "lines": [line()], "channel": "web\n"},
+        "$.channel",
+    ),
     ("cart_id empty", {"country": "IE", "lines": [line()], "cart_id": ""}, "$.cart_id"),
     ("cart_id a number", {"country": "IE", "lines": [line()], "cart_id": 7}, "$.cart_id"),
     (
         "pickup_location with a space",
         {"country": "IE", "lines": [line()], "pickup_location": "dub dc"},
+        "$.pickup_location",
+    ),
+    (
+        "pickup_location ending in a newline",
+        {"country": "IE", "lines": [line()], "pickup_location": "dub-dc\n"},
         "$.pickup_location",
     ),
     ("array instead of object", [{"country": "IE", "lines": [line()]}], "$"),
@@ -536,6 +548,12 @@ def test_bad_cart_is_a_400_naming_the_field(client, body, field):
     problem = assert_problem(response, 400, field)
     assert problem["type"] == "/problems/invalid-request"
     assert problem["detail"].startswith(field)
+
+
+def test_a_sku_ending_in_a_newline_is_named_in_words(client):
+    response = client.post("/v1/allocations", json={"country": "IE", "lines": [line(sku="A\n")]})
+    problem = assert_problem(response, 400, "$.lines[0].sku")
+    assert problem["errors"][0]["message"] == "Expected text without spaces or line breaks"
 
 
 def test_country_error_explains_what_to_write(client):
@@ -850,6 +868,7 @@ def test_availability_with_a_channel(client):
         pytest.param("sku=TEE-BLK-M&country=IRL", "country", id="country alpha-3"),
         pytest.param("sku=&country=IE", "sku", id="empty sku"),
         pytest.param("sku=A%20B&country=IE", "sku", id="sku with a space"),
+        pytest.param("sku=A%0A&country=IE", "sku", id="sku ending in a newline"),
         pytest.param("&".join(["sku=A"] * (MAX_LINES + 1)) + "&country=IE", "sku", id="too many"),
     ],
 )
@@ -866,7 +885,7 @@ def test_availability_without_parameters_names_a_missing_one(client):
     assert problem["errors"][0]["message"] == "required query parameter is missing"
 
 
-@pytest.mark.parametrize("channel", ["Web", "web%20shop", "-x"])
+@pytest.mark.parametrize("channel", ["Web", "web%20shop", "-x", "web%0A"])
 def test_bad_availability_channel_is_a_400(client, channel):
     response = client.get(f"/v1/availability?sku=TEE-BLK-M&country=IE&channel={channel}")
     assert_problem(response, 400, "channel")

@@ -687,6 +687,7 @@ def test_http_simulate_broken_candidate_is_422_with_problems(client):
         (b'{"carts": []}', "$.files"),
         (b'{"files": {}}', "$.files"),
         (b'{"files": {"../x.yaml": "rules: []"}, "carts": []}', "$.files.../x.yaml"),
+        (b'{"files": {"x.yaml\\n": "rules: []"}, "carts": []}', "$.files.x.yaml\n"),
         (b'{"files": {"r.yaml": "rules: []"}, "carts": [{"country": "IE"}]}', "$.carts[0].lines"),
         (b'{"files": {"r.yaml": "rules: []"}, "carts": [], "show": -1}', "$.show"),
         (b'{"files": {"r.yaml": "rules: []"}, "colour": 1}', "$.colour"),

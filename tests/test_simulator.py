@@ -240,6 +240,11 @@ def test_levels_filters_combine(sim: Simulator, client: httpx.Client) -> None:
             "shipToCountry",
             "invalid_parameter",
         ),
+        (
+            f"?inventoryItemIds={TEE_BLK}&shipToCountry=GB%0A",
+            "shipToCountry",
+            "invalid_parameter",
+        ),
         (f"?inventoryItemIds={TEE_BLK}&available=yes", "available", "invalid_parameter"),
     ],
 )

@@ -232,6 +232,32 @@ def test_a_shoplazza_id_that_is_not_a_uuid_is_a_warning():
     ]
 
 
+@pytest.mark.parametrize(
+    ("written", "column", "shown"),
+    [
+        ('product: "f854 e9a2"', 23, "`f854 e9a2` is not valid for `product`"),
+        # Python's `$` matches before a final newline: the pattern is anchored past it.
+        ('product: "f854e9a2\\n"', 23, "`f854e9a2\\n` is not valid for `product`"),
+        ('variant: "5723 299f"', 70, "`5723 299f` is not valid for `variant`"),
+    ],
+    ids=["space", "final-newline", "in-the-second-key"],
+)
+def test_an_upstream_id_with_whitespace_is_reported_where_it_is(written, column, shown):
+    # `shop` is the second source of the SKU's mapping: the error points at its value's key,
+    # not at the mapping's first entry.
+    field = written.split(":")[0]
+    original = {
+        "product": "product: f854e9a2-986d-4e2b-9df0-8e4c139ae80e",
+        "variant": "variant: 5723299f-238a-4491-8b42-a187462e748a",
+    }[field]
+    broken = CATALOG.replace(original, written)
+    with pytest.raises(RuleSetError) as caught:
+        rules_from(SOURCES, LOCATIONS, broken, names=["a.yaml", "b.yaml", "c.yaml"])
+    assert [str(p) for p in caught.value.problems] == [
+        f"c.yaml:5:{column}: {shown}: it cannot contain spaces or line breaks"
+    ]
+
+
 def test_rules_without_sources_need_no_mapping():
     rules = rules_from("locations:\n  - id: dub-dc\n    country: IE\n")
     assert rules.sources == ()

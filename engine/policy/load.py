@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import re
+import types
 import typing
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -372,12 +373,15 @@ def _parse_path(text: str) -> Path_:
     return tuple(name if name else int(index) for name, index in _PATH_TOKEN.findall(text[1:]))
 
 
-def _name_the_key(at: str, value: Any) -> str:
-    """msgspec says `[...]` for "some value of this mapping"; name the key whose value is wrong
-    (the first that is not text or a mapping), so the message can point at its line."""
+def _name_the_key(at: str, value: Any, spec: Any = None) -> str:
+    """msgspec says `[...]` for "some value of this mapping"; name the key whose value is wrong,
+    so the message can point at its line. With the `spec` `value` was converted to, that is
+    the first value that does not convert on its own; without, the first that is not text or
+    a mapping."""
     head, _, tail = at.partition("[...]")
+    steps = _parse_path(head)
     node = value
-    for step in _parse_path(head):
+    for step in steps:
         try:
             node = node[step]
         except (KeyError, IndexError, TypeError):
@@ -385,7 +389,63 @@ def _name_the_key(at: str, value: Any) -> str:
     if not isinstance(node, dict) or not node:
         return head
     key = next((k for k, v in node.items() if not isinstance(v, str | dict)), next(iter(node)))
+    entry_type = None if spec is None else _mapping_values(_type_at(spec, steps))
+    if entry_type is not None:
+        for name, entry in node.items():
+            try:
+                msgspec.convert(entry, entry_type, strict=True)
+            except msgspec.ValidationError:
+                key = name
+                break
     return f"{head}.{key}{tail}" if _PATH_TOKEN.fullmatch(f".{key}") else head
+
+
+def _visible(text: str | None) -> str | None:
+    """`text` with its line breaks and tabs written as `\\n`, `\\r`, `\\t`: the one thing wrong with
+    a value may be a character that would otherwise not show, or break the message's line."""
+    return None if text is None else text.translate(_ESCAPES)
+
+
+_ESCAPES: Final = str.maketrans({"\n": "\\n", "\r": "\\r", "\t": "\\t"})
+
+
+def _arms(tp: Any) -> Iterator[Any]:
+    """`tp` without `Annotated`, or each member of a union."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Annotated:
+        yield from _arms(typing.get_args(tp)[0])
+    elif origin is typing.Union or origin is types.UnionType:
+        for arg in typing.get_args(tp):
+            yield from _arms(arg)
+    else:
+        yield tp
+
+
+def _type_at(tp: Any, steps: Path_) -> Any:
+    """The type found at `steps` (struct fields by their YAML names, list items) in `tp`, or
+    None where the steps leave what the types say."""
+    for step in steps:
+        for arm in _arms(tp):
+            if isinstance(step, int) and typing.get_origin(arm) in (list, tuple):
+                tp = typing.get_args(arm)[0]
+                break
+            if isinstance(step, str) and isinstance(arm, type) and issubclass(arm, msgspec.Struct):
+                fields = msgspec.structs.fields(arm)
+                found = next((f.type for f in fields if f.encode_name == step), None)
+                if found is not None:
+                    tp = found
+                    break
+        else:
+            return None
+    return tp
+
+
+def _mapping_values(tp: Any) -> Any:
+    """The type of a mapping's values, if `tp` is (or may be) a mapping; else None."""
+    for arm in _arms(tp):
+        if typing.get_origin(arm) is dict:
+            return typing.get_args(arm)[1]
+    return None
 
 
 def _suggest(word: str, choices: list[str] | tuple[str, ...]) -> str:
@@ -460,10 +520,11 @@ def _translate(
     value: Any = None,
     *,
     root: type[Any] | None = None,
+    spec: Any = None,
 ) -> Problem:
     message, at = split_validation_message(str(error))
     if at and "[...]" in at:
-        at = _name_the_key(at, value)
+        at = _name_the_key(at, value, spec)
     rel = _parse_path(at) if at else ()
     path = base + rel
     name = _field_name(rel) if rel else noun
@@ -542,6 +603,7 @@ def _translate(
     if re.match(r"Expected `array` of length >= 1", message):
         return source.problem(path, f"{name} needs at least one entry")
     if re.match(r"Expected `str` matching regex", message):
+        raw = _visible(raw)
         if "channels" in rel or rel[-1:] == ("channel",):
             return source.problem(
                 path,
@@ -554,7 +616,9 @@ def _translate(
                 f"`{raw}` is not a valid name for {name}: use lower-case letters, digits, "
                 "`-`, `_` and `.`, starting with a letter or digit",
             )
-        return source.problem(path, f"`{raw}` is not valid for {name}: it cannot contain spaces")
+        return source.problem(
+            path, f"`{raw}` is not valid for {name}: it cannot contain spaces or line breaks"
+        )
     return source.problem(path, f"{name}: {message}")
 
 
@@ -819,7 +883,7 @@ def _convert(
     try:
         return msgspec.convert(value, spec, strict=True)
     except msgspec.ValidationError as exc:
-        loaded.problems.append(_translate(exc, source, path, noun, value))
+        loaded.problems.append(_translate(exc, source, path, noun, value, spec=spec))
         _note_broken(value, path, loaded)
         return None
 
@@ -857,7 +921,7 @@ def convert_located(
     try:
         return msgspec.convert(value, spec, strict=True), None
     except msgspec.ValidationError as exc:
-        return None, _translate(exc, source, path, noun, value, root=root)
+        return None, _translate(exc, source, path, noun, value, root=root, spec=spec)
 
 
 def suggest(word: str, choices: list[str] | tuple[str, ...]) -> str:

@@ -193,7 +193,7 @@ def compile_sources(
                     )
                     continue
                 for part, value in (("product", ref.product), ("variant", ref.variant)):
-                    if not _UUID.match(value):
+                    if not _UUID.fullmatch(value):
                         warn(
                             entry,
                             ("upstream", name, part),

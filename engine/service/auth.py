@@ -24,6 +24,8 @@ from typing import Annotated, Any, Final, Literal
 import msgspec
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 
+from engine.model import whole
+
 __all__ = (
     "API_KEYS_FILE_VARIABLE",
     "SCOPES",
@@ -44,7 +46,7 @@ simulate, history) and the sources' counters."""
 Scope = Literal["decide", "admin"]
 SECURITY_SCHEME: Final = "ApiKey"
 """The OpenAPI security scheme a key is presented by (declared in engine/service/app.py)."""
-_HEX_SHA256: Final = "^[0-9a-f]{64}$"
+_HEX_SHA256: Final = whole("[0-9a-f]{64}")
 _CHALLENGE: Final = {"WWW-Authenticate": 'Bearer realm="checkout-engine"'}
 _MAX_KEY_BYTES: Final = 256
 """A longer header value is not one of our keys: refused before hashing."""

@@ -105,7 +105,9 @@ def decode_error(
     elif message.startswith("Invalid enum value") and path.endswith(".country"):
         message = f"{message}: use an ISO 3166-1 alpha-2 country code in capitals, e.g. IE"
     elif message.startswith("Expected `str` matching regex"):
-        message = _PATTERN_WORDS.get(path.rsplit(".", 1)[-1], "Expected text without spaces")
+        message = _PATTERN_WORDS.get(
+            path.rsplit(".", 1)[-1], "Expected text without spaces or line breaks"
+        )
     return InvalidRequest(f"{path}: {message}", (FieldError(path, message),))
 
 

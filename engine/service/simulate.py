@@ -86,7 +86,7 @@ def _prepare(body: bytes, checkout: Checkout) -> _Prepared:
     except DECODE_ERRORS as exc:
         raise decode_error(exc) from None
     for name in request.files:
-        if not _FILE_NAME.match(name):
+        if not _FILE_NAME.fullmatch(name):
             message = "a rule file name is letters, digits, `.`, `-`, `_`, ending in .yaml"
             raise InvalidRequest(
                 f"$.files: {name!r}: {message}", (FieldError(f"$.files.{name}", message),)

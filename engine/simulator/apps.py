@@ -197,7 +197,7 @@ def dr_levels_app(data: DrLevelsData) -> Litestar:
                 "inventoryItemIds", "missing_parameter", "inventoryItemIds is required."
             )
         country = request.query_params.get("shipToCountry")
-        if country is not None and not _COUNTRY.match(country):
+        if country is not None and not _COUNTRY.fullmatch(country):
             return bad_parameter(
                 "shipToCountry",
                 "invalid_parameter",

@@ -20,6 +20,7 @@ from msgspec import Meta, Struct, field
 
 from engine.countries import COUNTRY_CODES
 from engine.errors import AvailabilityFileError
+from engine.model import whole
 
 __all__ = (
     "APIS",
@@ -64,7 +65,7 @@ Days = Annotated[int, Meta(ge=0, le=3650)]
 UtcTime = Annotated[datetime, Meta(tz=True)]
 Tokens = Annotated[tuple[NonEmpty, ...], Meta(min_length=1)]
 UINT64_MAX: Final = 2**64 - 1
-GroupName = Annotated[str, Meta(pattern=r"^[A-Z][A-Z0-9_-]*$")]
+GroupName = Annotated[str, Meta(pattern=whole(r"[A-Z][A-Z0-9_-]*"))]
 
 ShopperStatus = Literal[
     "PRODUCT_INVENTORY_IN_STOCK",

@@ -27,6 +27,7 @@ from engine.availability.breaker import BreakerSettings
 from engine.availability.cache import CachedSource, CacheSettings
 from engine.availability.source import Source
 from engine.errors import AvailabilityFileError
+from engine.model import whole
 from engine.policy.compile import RuleSet
 from engine.policy.sources import SourceConfig
 from engine.sources.catalog_api import CatalogApi
@@ -52,7 +53,7 @@ class Connection(Struct, frozen=True, forbid_unknown_fields=True):
     the repository."""
 
     token: Annotated[str, Meta(min_length=1)] | None = None
-    url: Annotated[str, Meta(pattern=r"^https?://[^\s/]+(/\S*)?$")] | None = None
+    url: Annotated[str, Meta(pattern=whole(r"https?://[^\s/]+(/\S*)?"))] | None = None
 
     def __repr__(self) -> str:
         """Never print a token, even by accident in a log line or a traceback."""

@@ -1071,7 +1071,7 @@ def measure(settings: Settings) -> dict[str, Any]:
         "null": best["null"],
         "engine": best["engine"],
         "ratio": best["engine"] / best["null"],
-        **engine_cost(best["null"], best["engine"]),
+        **engine_cost(best["null"], best["engine"], settings.workers),
     }
     result["fixed_rate"] = [asdict(r) for r in opened]
     cpu_runs = [r for r in [*closed, *_checks(result)] if r.generator_cpu_us]
@@ -1094,16 +1094,19 @@ def measure(settings: Settings) -> dict[str, Any]:
     return result
 
 
-def engine_cost(null_rate: float, engine_rate: float) -> dict[str, float]:
+def engine_cost(null_rate: float, engine_rate: float, workers: int = 1) -> dict[str, float]:
     """The engine's own time per request over HTTP, in µs: its time per request at its maximum
-    rate less the null endpoint's (one worker, so time per request is 1 / rate), and what the
-    ratio target leaves it (`TARGET_RATIO`'s share of the null's rate). Unlike the ratio, it
-    does not move when the server or the framework gets faster or slower."""
-    null_us = 1e6 / null_rate
+    rate less the null endpoint's, and what the ratio target leaves it (`TARGET_RATIO`'s share
+    of the null's rate). At the maximum rate every worker is busy, so a request takes a worker
+    `workers / rate`. Unlike the ratio, it does not move when the server or the framework gets
+    faster or slower. If the generator rather than the server held the null endpoint back,
+    the null's time comes out too long and the engine's own too short."""
+    null_us = workers * 1e6 / null_rate
+    engine_us = workers * 1e6 / engine_rate
     return {
         "null_us_per_request": null_us,
-        "engine_us_per_request": 1e6 / engine_rate,
-        "engine_cost_us": 1e6 / engine_rate - null_us,
+        "engine_us_per_request": engine_us,
+        "engine_cost_us": engine_us - null_us,
         "engine_budget_us": null_us / TARGET_RATIO - null_us,
     }
 

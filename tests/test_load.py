@@ -145,3 +145,5 @@ def test_the_engines_own_time_is_its_time_per_request_less_the_nulls():
         "engine_cost_us": 250.0,
         "engine_budget_us": 62.5,
     }
+    # Two workers, both busy at the maximum rate: each request held one for 2 / rate.
+    assert engine_cost(4000.0, 2000.0, workers=2)["engine_cost_us"] == 500.0

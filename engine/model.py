@@ -19,6 +19,7 @@ __all__ = (
     "CHANNEL_PATTERN",
     "MAX_LINES",
     "MAX_QUANTITY",
+    "NO_SPACES",
     "Allocation",
     "AvailabilityAnswer",
     "Cart",
@@ -41,6 +42,7 @@ __all__ = (
     "ShipmentLine",
     "Sku",
     "SkuAvailability",
+    "schema_pattern",
     "whole",
 )
 
@@ -51,16 +53,27 @@ MAX_QUANTITY: Final = 100_000
 """Units on one line. A cart asking for more is a client bug, not a purchase."""
 
 
+_FINAL_NEWLINE: Final = "(?!\\n)"
+
+
 def whole(pattern: str) -> str:
     """A pattern the whole string must match. `^…$` alone lets a final newline through: msgspec
     checks patterns with Python's `re.search`, whose `$` also matches just before one, so
-    `"web\n"` would pass for a channel and then match no rule. `(?!\n)` shuts that out; in the
-    OpenAPI document (JSON Schema's `$` is the end of the string) it changes nothing."""
-    return f"^{pattern}$(?!\\n)"
+    `"web\n"` would pass for a channel and then match no rule. `(?!\n)` shuts that out.
+    `schema_pattern` gives the same pattern for JSON Schema, where `$` is the end already."""
+    return f"^(?:{pattern})${_FINAL_NEWLINE}"
 
 
-Sku = Annotated[str, Meta(min_length=1, max_length=100, pattern=whole(r"\S+"))]
-LocationId = Annotated[str, Meta(min_length=1, max_length=100, pattern=whole(r"\S+"))]
+def schema_pattern(pattern: str) -> str:
+    """`pattern` as the OpenAPI document gives it: without `whole`'s lookahead, which JSON
+    Schema does not need and some of its validators do not accept."""
+    return pattern.removesuffix(_FINAL_NEWLINE)
+
+
+NO_SPACES: Final = whole(r"\S+")
+"""SKUs, location ids, upstream ids: any text without spaces or line breaks."""
+Sku = Annotated[str, Meta(min_length=1, max_length=100, pattern=NO_SPACES)]
+LocationId = Annotated[str, Meta(min_length=1, max_length=100, pattern=NO_SPACES)]
 CHANNEL_PATTERN: Final = whole(r"[a-z0-9][a-z0-9_-]*")
 Channel = Annotated[str, Meta(min_length=1, max_length=40, pattern=CHANNEL_PATTERN)]
 Quantity = Annotated[int, Meta(ge=1, le=MAX_QUANTITY)]

@@ -888,7 +888,15 @@ def test_availability_without_parameters_names_a_missing_one(client):
 @pytest.mark.parametrize("channel", ["Web", "web%20shop", "-x", "web%0A"])
 def test_bad_availability_channel_is_a_400(client, channel):
     response = client.get(f"/v1/availability?sku=TEE-BLK-M&country=IE&channel={channel}")
-    assert_problem(response, 400, "channel")
+    problem = assert_problem(response, 400, "channel")
+    assert problem["errors"][0]["message"] == (
+        "Expected lower-case letters, digits, `-` and `_`, starting with a letter or digit"
+    )
+
+
+def test_a_bad_availability_sku_is_named_in_words(client):
+    problem = assert_problem(client.get("/v1/availability?sku=A%20B&country=IE"), 400, "sku")
+    assert problem["errors"][0]["message"] == "Expected text without spaces or line breaks"
 
 
 # --- rules, health, OpenAPI ---------------------------------------------------------------------

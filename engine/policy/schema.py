@@ -13,7 +13,7 @@ from typing import Annotated, Final, Literal
 from msgspec import UNSET, Meta, Struct, UnsetType, field
 
 from engine.countries import CountryCode
-from engine.model import Channel, LocationId, ReasonCode, Sku, whole
+from engine.model import NO_SPACES, Channel, LocationId, ReasonCode, Sku, whole
 
 __all__ = (
     "CRITERIA",
@@ -37,11 +37,12 @@ __all__ = (
     "VariantRef",
 )
 
-Name = Annotated[str, Meta(min_length=1, max_length=80, pattern=whole(r"[a-z0-9][a-z0-9_.-]*"))]
+NAME_PATTERN: Final = whole(r"[a-z0-9][a-z0-9_.-]*")
+Name = Annotated[str, Meta(min_length=1, max_length=80, pattern=NAME_PATTERN)]
 """Names of rules, tags and country groups: lower case, so a group never looks like a country."""
 CountryRef = Annotated[str, Meta(min_length=1, max_length=80)]
 """A country code (`IE`) or the name of a country group (`eu`); resolved when compiling."""
-SkuPattern = Annotated[str, Meta(min_length=1, max_length=100, pattern=whole(r"\S+"))]
+SkuPattern = Annotated[str, Meta(min_length=1, max_length=100, pattern=NO_SPACES)]
 Count = Annotated[int, Meta(ge=0, le=1_000_000_000)]
 PositiveCount = Annotated[int, Meta(ge=1, le=1_000_000_000)]
 Days = Annotated[int, Meta(ge=0, le=3650)]
@@ -68,8 +69,9 @@ read as the stock of the one location the source serves."""
 BATCH_APIS: Final = frozenset({"digitalriver-inventory-levels", "digitalriver-shopper"})
 """APIs that answer for many items in one request: misses of several carts may share one."""
 Millis = Annotated[int, Meta(ge=0, le=86_400_000)]
-UpstreamId = Annotated[str, Meta(min_length=1, max_length=200, pattern=whole(r"\S+"))]
-BaseUrl = Annotated[str, Meta(max_length=300, pattern=whole(r"https?://[^\s/]+(/\S*)?"))]
+UpstreamId = Annotated[str, Meta(min_length=1, max_length=200, pattern=NO_SPACES)]
+URL_PATTERN: Final = whole(r"https?://[^\s/]+(/\S*)?")
+BaseUrl = Annotated[str, Meta(max_length=300, pattern=URL_PATTERN)]
 
 
 class CountryGroupSpec(Struct, frozen=True, forbid_unknown_fields=True):

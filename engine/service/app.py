@@ -45,7 +45,15 @@ from engine.checkout import Checkout
 from engine.countries import CountryCode
 from engine.errors import FieldError, InvalidRequest
 from engine.explain_text import render
-from engine.model import CHANNEL_PATTERN, MAX_LINES, AvailabilityAnswer, Cart, Decision, Sku
+from engine.model import (
+    CHANNEL_PATTERN,
+    MAX_LINES,
+    AvailabilityAnswer,
+    Cart,
+    Decision,
+    Sku,
+    schema_pattern,
+)
 from engine.reload import RuleReloader
 from engine.service.admin import rule_admin_handlers
 from engine.service.auth import SECURITY_SCHEME, ApiKeys, requires
@@ -110,7 +118,24 @@ class _StructSchemas(StructSchemaPlugin):
             if isinstance(prop, Schema) and isinstance(prop.items, Schema) and prop.items.one_of:
                 kept = [item for item in prop.items.one_of if item != Schema()]
                 prop.items = kept[0] if len(kept) == 1 else Schema(one_of=kept)
+        _schema_patterns(schema)
         return schema
+
+
+def _schema_patterns(schema: Schema) -> None:
+    """Give every pattern in `schema` as JSON Schema reads it (see `schema_pattern`)."""
+    if schema.pattern is not None:
+        schema.pattern = schema_pattern(schema.pattern)
+    nested = [
+        *(schema.properties or {}).values(),
+        *(schema.one_of or ()),
+        *(schema.any_of or ()),
+        *(schema.all_of or ()),
+        *([schema.items] if schema.items is not None else []),
+    ]
+    for inner in nested:
+        if isinstance(inner, Schema):
+            _schema_patterns(inner)
 
 
 def _string_schema(annotated: Any) -> Schema:
@@ -121,7 +146,7 @@ def _string_schema(annotated: Any) -> Schema:
         type=OpenAPIType.STRING,
         min_length=meta.min_length,
         max_length=meta.max_length,
-        pattern=meta.pattern,
+        pattern=None if meta.pattern is None else schema_pattern(meta.pattern),
     )
 
 
@@ -344,7 +369,12 @@ def create_app(
         country: Annotated[CountryCode, QueryParameter(description="ISO 3166-1 alpha-2")],
         channel: Annotated[
             str | None,
-            QueryParameter(pattern=CHANNEL_PATTERN, max_length=40, description="Sales channel"),
+            QueryParameter(
+                pattern=CHANNEL_PATTERN,
+                max_length=40,
+                description="Sales channel",
+                schema_extra={"pattern": schema_pattern(CHANNEL_PATTERN)},
+            ),
         ] = None,
     ) -> AvailabilityAnswer:
         return await checkout.availability(sku, country, channel)

@@ -29,6 +29,7 @@ from msgspec import Meta, Struct
 from engine.availability import Availability, gather
 from engine.checkout import Checkout
 from engine.errors import FieldError, InvalidRequest, RuleSetError, Severity
+from engine.model import schema_pattern
 from engine.policy import RuleSet, load_rule_set_texts
 from engine.reload import shown_problems
 from engine.service.auth import requires
@@ -136,6 +137,8 @@ def _schema_value(key: str, value: Any) -> Any:
         return [_openapi_schema(v) for v in value]
     if key == "properties":
         return {name: _openapi_schema(v) for name, v in value.items()}
+    if key == "pattern":
+        return schema_pattern(value)
     return value
 
 

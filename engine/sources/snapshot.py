@@ -17,6 +17,7 @@ from msgspec import Meta, Struct
 from engine.availability.record import StockRecord
 from engine.availability.source import SourceAnswer
 from engine.errors import AvailabilityFileError
+from engine.model import LocationId, Sku
 
 __all__ = ("SnapshotEntry", "SnapshotSource", "load_snapshot", "records_from")
 
@@ -24,8 +25,8 @@ Count = Annotated[int, Meta(ge=0)]
 
 
 class SnapshotEntry(Struct, frozen=True, forbid_unknown_fields=True):
-    sku: Annotated[str, Meta(min_length=1)]
-    location_id: Annotated[str, Meta(min_length=1)]
+    sku: Sku
+    location_id: LocationId
     on_hand: Count | None = None
     reserved: Count | None = None
     short: Count | None = None

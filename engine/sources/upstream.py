@@ -27,8 +27,8 @@ from engine.availability.breaker import BreakerSettings
 from engine.availability.cache import CachedSource, CacheSettings
 from engine.availability.source import Source
 from engine.errors import AvailabilityFileError
-from engine.model import whole
 from engine.policy.compile import RuleSet
+from engine.policy.schema import URL_PATTERN
 from engine.policy.sources import SourceConfig
 from engine.sources.catalog_api import CatalogApi
 from engine.sources.dr_levels import ARRAY_STYLES, ArrayStyle, DigitalRiverLevels
@@ -53,7 +53,7 @@ class Connection(Struct, frozen=True, forbid_unknown_fields=True):
     the repository."""
 
     token: Annotated[str, Meta(min_length=1)] | None = None
-    url: Annotated[str, Meta(pattern=whole(r"https?://[^\s/]+(/\S*)?"))] | None = None
+    url: Annotated[str, Meta(pattern=URL_PATTERN)] | None = None
 
     def __repr__(self) -> str:
         """Never print a token, even by accident in a log line or a traceback."""

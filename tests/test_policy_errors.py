@@ -1042,6 +1042,46 @@ def test_channel_ending_in_a_newline() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("text", "at", "message"),
+    [
+        pytest.param(
+            "locations:\n  - id: cork\n    country: IE\n    source: Levels\n",
+            (4, 13),
+            "`Levels` is not a valid name for `source`: use lower-case letters, digits, `-`, "
+            "`_` and `.`, starting with a letter or digit",
+            id="source-name-in-capitals",
+        ),
+        pytest.param(
+            "sources:\n  - name: stock\n    api: catalog\n    url: ftp://stock.example\n",
+            (4, 10),
+            "`ftp://stock.example` is not a valid URL for `url`: `http://` or `https://`, a "
+            "host, then a path if needed, with no spaces",
+            id="url-not-http",
+        ),
+        pytest.param(
+            'catalog:\n  - sku: "TEE\\_BLK"\n',
+            (2, 10),
+            "`TEE\\xa0BLK` is not valid for `sku`: it cannot contain spaces or line breaks",
+            id="sku-with-a-no-break-space",
+        ),
+        pytest.param(
+            'defaults:\n  ship_to: {allow: ["IE\\n"]}\n',
+            (2, 21),
+            "`IE\\n` is neither an ISO 3166-1 alpha-2 country code nor a country group (did you "
+            "mean `IE`?) (country groups: eu, north-america)",
+            id="country-and-newline-on-one-line",
+        ),
+    ],
+)
+def test_a_value_its_pattern_refuses_is_named_for_what_is_wrong(
+    text: str, at: tuple[int, int], message: str
+) -> None:
+    problem = only_error(text)
+    assert (problem.line, problem.column) == at
+    assert problem.message == message
+
+
 def test_channel_in_capitals() -> None:
     problem = only_error(
         "rules:\n  - name: web\n    match: {channels: [Web]}\n    max_quantity: 2\n"

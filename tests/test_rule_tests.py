@@ -525,6 +525,23 @@ def test_unknown_keys_of_expect_and_test_suggest_too():
             "        - sku: MUG\n          status: allocated",
             "14:16: line 0 of the cart is TEE, not MUG: list the lines in cart order",
         ),
+        # A bad value in a mapping is found at its own key, the mapping's second here.
+        (
+            "allocations: {dub: 4, cork: 1}",
+            "allocations: {dub: 4, cork: -1}",
+            "15:39: `cork` cannot be negative (`-1`): use 0 or more",
+        ),
+        (
+            "shipments: {dub: [TEE], cork: [TEE]}",
+            "shipments: {dub: [TEE], cork: [TEE, 5]}",
+            "19:43: `cork` must be text, but `5` is read as a number; write it in quotes "
+            '("5") so it is kept exactly as written',
+        ),
+        (
+            "- {sku: TEE, location_id: cork, atp: 3}",
+            '- {sku: "TEE\\n", location_id: cork, atp: 3}',
+            "6:15: `TEE\\n` is not valid for `sku`: it cannot contain spaces or line breaks",
+        ),
     ],
 )
 def test_broken_test_is_located(old, new, problem):

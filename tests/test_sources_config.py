@@ -233,6 +233,38 @@ def test_a_shoplazza_id_that_is_not_a_uuid_is_a_warning():
 
 
 @pytest.mark.parametrize(
+    ("upstream", "problem"),
+    [
+        # Keys a path cannot spell as `.name` (a leading digit, a dot) are found all the same.
+        (
+            '{levels: ce4ce2de, 3pl: "a b"}',
+            "3:39: `a b` is not valid for `3pl`: it cannot contain spaces or line breaks",
+        ),
+        (
+            '{levels: ce4ce2de, eu.shop: "a b"}',
+            "3:43: `a b` is not valid for `eu.shop`: it cannot contain spaces or line breaks",
+        ),
+        (
+            "{levels: ce4ce2de, 3pl: {product: a}}",
+            "3:39: `3pl` of catalog item `TEE` is missing `variant`: add `variant: ...`",
+        ),
+        # A key that is not a valid name is reported at the key.
+        (
+            "{levels: ce4ce2de, Shop: x}",
+            "3:34: `Shop` is not a valid name for `upstream`: use lower-case letters, digits, "
+            "`-`, `_` and `.`, starting with a letter or digit",
+        ),
+    ],
+    ids=["leading-digit", "dotted", "struct-under-digit", "key-in-capitals"],
+)
+def test_a_bad_entry_of_the_upstream_mapping_is_reported_at_its_key(upstream, problem):
+    catalog = f"catalog:\n  - sku: TEE\n    upstream: {upstream}\n"
+    with pytest.raises(RuleSetError) as caught:
+        rules_from(SOURCES, LOCATIONS, catalog, names=["a.yaml", "b.yaml", "c.yaml"])
+    assert [str(p) for p in caught.value.problems] == [f"c.yaml:{problem}"]
+
+
+@pytest.mark.parametrize(
     ("written", "column", "shown"),
     [
         ('product: "f854 e9a2"', 23, "`f854 e9a2` is not valid for `product`"),

@@ -32,9 +32,11 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from engine.countries import COUNTRY_CODES, MISTAKEN_CODES
 from engine.errors import Problem, Severity, split_validation_message
-from engine.model import ReasonCode
+from engine.model import CHANNEL_PATTERN, NO_SPACES, ReasonCode
 from engine.policy.schema import (
     CRITERIA,
+    NAME_PATTERN,
+    URL_PATTERN,
     CatalogItemSpec,
     CountryGroupSpec,
     DefaultsSpec,
@@ -132,7 +134,8 @@ class SourceMap:
         self, path: Path_, message: str, *, key: bool = False, severity: Severity = Severity.ERROR
     ) -> Problem:
         mark = self.mark(path, key=key)
-        return Problem(self.file, mark.line, mark.column, message, severity)
+        # One line per problem, whatever characters the values it quotes hold.
+        return Problem(self.file, mark.line, mark.column, _visible(message), severity)
 
 
 @dataclass(frozen=True, slots=True)
@@ -373,7 +376,7 @@ def _parse_path(text: str) -> Path_:
     return tuple(name if name else int(index) for name, index in _PATH_TOKEN.findall(text[1:]))
 
 
-def _name_the_key(at: str, value: Any, spec: Any = None) -> str:
+def _name_the_key(at: str, value: Any, spec: Any = None) -> Path_:
     """msgspec says `[...]` for "some value of this mapping"; name the key whose value is wrong,
     so the message can point at its line. With the `spec` `value` was converted to, that is
     the first value that does not convert on its own; without, the first that is not text or
@@ -385,9 +388,9 @@ def _name_the_key(at: str, value: Any, spec: Any = None) -> str:
         try:
             node = node[step]
         except (KeyError, IndexError, TypeError):
-            return head
+            return steps
     if not isinstance(node, dict) or not node:
-        return head
+        return steps
     key = next((k for k, v in node.items() if not isinstance(v, str | dict)), next(iter(node)))
     entry_type = None if spec is None else _mapping_values(_type_at(spec, steps))
     if entry_type is not None:
@@ -397,16 +400,53 @@ def _name_the_key(at: str, value: Any, spec: Any = None) -> str:
             except msgspec.ValidationError:
                 key = name
                 break
-    return f"{head}.{key}{tail}" if _PATH_TOKEN.fullmatch(f".{key}") else head
+    return (*steps, key, *_parse_path("$" + tail))
 
 
-def _visible(text: str | None) -> str | None:
-    """`text` with its line breaks and tabs written as `\\n`, `\\r`, `\\t`: the one thing wrong with
-    a value may be a character that would otherwise not show, or break the message's line."""
-    return None if text is None else text.translate(_ESCAPES)
+_KEY_AT: Final = re.compile(r"^(?P<msg>.*?) - at `key` in `(?P<path>\$[^`]*)`$", re.DOTALL)
+"""msgspec's ending for a mapping's key that is not valid (it does not say which key)."""
+_REGEX_MESSAGE: Final = "Expected `str` matching regex "
+_PATTERN_SENTENCES: Final = {
+    repr(NO_SPACES): "is not valid for {name}: it cannot contain spaces or line breaks",
+    repr(CHANNEL_PATTERN): "is not a valid channel: use lower-case letters, digits, `-` and "
+    "`_`, starting with a letter or digit (as carts send it)",
+    repr(NAME_PATTERN): "is not a valid name for {name}: use lower-case letters, digits, `-`, "
+    "`_` and `.`, starting with a letter or digit",
+    repr(URL_PATTERN): "is not a valid URL for {name}: `http://` or `https://`, a host, then "
+    "a path if needed, with no spaces",
+}
+"""What each pattern of the rule files asks for, keyed as msgspec quotes it in its message."""
 
 
-_ESCAPES: Final = str.maketrans({"\n": "\\n", "\r": "\\r", "\t": "\\t"})
+def _bad_key(value: Any, steps: Path_, spec: Any) -> str | int | None:
+    """The first key of the mapping at `steps` in `value` that its key type refuses (with
+    `spec`, the type `value` was converted to), else None."""
+    node = value
+    for step in steps:
+        try:
+            node = node[step]
+        except (KeyError, IndexError, TypeError):
+            return None
+    if not isinstance(node, dict):
+        return None
+    key_type = None if spec is None else _mapping_keys(_type_at(spec, steps))
+    for key in node:
+        if key_type is None:
+            return key  # type: ignore[no-any-return]
+        try:
+            msgspec.convert(key, key_type, strict=True)
+        except msgspec.ValidationError:
+            return key  # type: ignore[no-any-return]
+    return None
+
+
+def _visible(text: str) -> str:
+    """`text` with each character that does not print written as its escape (`\\n`, `\\t`,
+    `\\xa0`): the one thing wrong with a value may be a character that would not show, or that
+    would break the message's line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
 def _arms(tp: Any) -> Iterator[Any]:
@@ -445,6 +485,14 @@ def _mapping_values(tp: Any) -> Any:
     for arm in _arms(tp):
         if typing.get_origin(arm) is dict:
             return typing.get_args(arm)[1]
+    return None
+
+
+def _mapping_keys(tp: Any) -> Any:
+    """The type of a mapping's keys, if `tp` is (or may be) a mapping; else None."""
+    for arm in _arms(tp):
+        if typing.get_origin(arm) is dict:
+            return typing.get_args(arm)[0]
     return None
 
 
@@ -522,12 +570,22 @@ def _translate(
     root: type[Any] | None = None,
     spec: Any = None,
 ) -> Problem:
-    message, at = split_validation_message(str(error))
-    if at and "[...]" in at:
-        at = _name_the_key(at, value, spec)
-    rel = _parse_path(at) if at else ()
+    text = str(error)
+    bad_key = None
+    if found := _KEY_AT.match(text):
+        # `- at `key` in `$.upstream``: one of a mapping's keys is wrong, not a value.
+        message, steps = found["msg"], _parse_path(found["path"])
+        bad_key = _bad_key(value, steps, spec)
+        rel = steps if bad_key is None else (*steps, bad_key)
+        name = _field_name(steps) if steps else noun
+    else:
+        message, at = split_validation_message(text)
+        if at and "[...]" in at:
+            rel = _name_the_key(at, value, spec)
+        else:
+            rel = _parse_path(at) if at else ()
+        name = _field_name(rel) if rel else noun
     path = base + rel
-    name = _field_name(rel) if rel else noun
 
     if m := re.match(r"Object contains unknown field `(.+)`", message):
         key = m[1]
@@ -540,31 +598,33 @@ def _translate(
     if m := re.match(r"Object missing required field `(.+)`", message):
         example = _MISSING_EXAMPLES.get(m[1], f"`{m[1]}: ...`")
         return source.problem(path, f"{_describe(rel, noun)} is missing `{m[1]}`: add {example}")
-    raw = _raw(source, path)
-    node = source.scalars.get(path)
+    raw = _raw(source, path) if bad_key is None else str(bad_key)
+    node = source.scalars.get(path) if bad_key is None else None
+
+    def report(where: Path_, sentence: str) -> Problem:
+        return source.problem(where, sentence, key=bad_key is not None)
+
     if m := re.match(r"Expected `(.+?)`, got `(.+?)`$", message):
         expected, got = m[1], m[2]
         if got == "bool" and raw in _YAML_BOOL_WORDS and "str" in expected:
             truth = "true" if raw.lower() in {"yes", "true", "on"} else "false"
             choices = _choices(rel)
             if choices:
-                return source.problem(
-                    path, f"`{raw}` is read by YAML as {truth}; use one of: {choices}"
-                )
+                return report(path, f"`{raw}` is read by YAML as {truth}; use one of: {choices}")
             country = raw.upper()
             if _is_country_field(rel) and country in COUNTRY_CODES:
-                return source.problem(
+                return report(
                     path,
                     f"`{raw}` is read by YAML as {truth}, not as text; write it in quotes "
                     f'("{country}") to mean the country code {country}',
                 )
-            return source.problem(
+            return report(
                 path,
                 f'`{raw}` is read by YAML as {truth}, not as text; write it in quotes ("{raw}")',
             )
         if got in {"int", "float", "datetime", "date"} and "str" in expected and node is not None:
             kind = "a date" if got in {"datetime", "date"} else "a number"
-            return source.problem(
+            return report(
                 path,
                 f"{name} must be text, but `{raw}` is read as {kind}; write it in quotes "
                 f'("{raw}") so it is kept exactly as written',
@@ -575,7 +635,7 @@ def _translate(
             and node.style in {"'", '"'}
             and ("int" in expected or "bool" in expected)
         ):
-            return source.problem(
+            return report(
                 path,
                 f"{name} must be {_type_words(expected)}, but `{raw}` is in quotes, which "
                 "makes it text: remove the quotes",
@@ -587,39 +647,27 @@ def _translate(
         last = rel[-1] if rel else None
         if "object" in expected and isinstance(last, str) and last in _MAPPING_EXAMPLES:
             wanted = f"a mapping, for example {_MAPPING_EXAMPLES[last]}"
-        return source.problem(path, f"{name} must be {wanted}, not {shown}")
+        return report(path, f"{name} must be {wanted}, not {shown}")
     if m := re.match(r"Expected `(?:int|float)` >= (\d+)", message):
         if m[1] == "0":
-            return source.problem(path, f"{name} cannot be negative (`{raw}`): use 0 or more")
-        return source.problem(path, f"{name} must be at least {m[1]}, not `{raw}`")
+            return report(path, f"{name} cannot be negative (`{raw}`): use 0 or more")
+        return report(path, f"{name} must be at least {m[1]}, not `{raw}`")
     if m := re.match(r"Expected `(?:int|float)` <= (\d+)", message):
-        return source.problem(path, f"{name} is too large (`{raw}`): at most {m[1]}")
+        return report(path, f"{name} is too large (`{raw}`): at most {m[1]}")
     if m := re.match(r"Invalid enum value '(.*)'", message):
-        return source.problem(path, _enum_sentence(rel, m[1]))
+        return report(path, _enum_sentence(rel, m[1]))
     if re.match(r"Expected `str` of length >= 1", message):
-        return source.problem(path, f"{name} cannot be empty")
+        return report(path, f"{name} cannot be empty")
     if m := re.match(r"Expected `(?:array|str)` of length <= (\d+)", message):
-        return source.problem(path, f"{name} is too long: at most {m[1]}")
+        return report(path, f"{name} is too long: at most {m[1]}")
     if re.match(r"Expected `array` of length >= 1", message):
-        return source.problem(path, f"{name} needs at least one entry")
-    if re.match(r"Expected `str` matching regex", message):
-        raw = _visible(raw)
-        if "channels" in rel or rel[-1:] == ("channel",):
-            return source.problem(
-                path,
-                f"`{raw}` is not a valid channel: use lower-case letters, digits, `-` and `_`, "
-                "starting with a letter or digit (as carts send it)",
-            )
-        if (rel and rel[-1] in {"name"}) or "tags" in rel:
-            return source.problem(
-                path,
-                f"`{raw}` is not a valid name for {name}: use lower-case letters, digits, "
-                "`-`, `_` and `.`, starting with a letter or digit",
-            )
-        return source.problem(
-            path, f"`{raw}` is not valid for {name}: it cannot contain spaces or line breaks"
+        return report(path, f"{name} needs at least one entry")
+    if message.startswith(_REGEX_MESSAGE):
+        sentence = _PATTERN_SENTENCES.get(
+            message.removeprefix(_REGEX_MESSAGE), "is not valid for {name}: {message}"
         )
-    return source.problem(path, f"{name}: {message}")
+        return report(path, f"`{raw}` " + sentence.format(name=name, message=message))
+    return report(path, f"{name}: {message}")
 
 
 def _enum_sentence(rel: Path_, value: str) -> str:

@@ -456,9 +456,10 @@ def test_shoplazza_location_filter(sim: Simulator, client: httpx.Client) -> None
             {"variant_id": "8e1c2f4a-0b7d-4c55-9a51-3d6f0e2b7c10", "location_items": []},
         ],
     }
-    bad = get(client, sim, "shoplazza", path, params={"location_id": "store-1"})
-    assert bad.status_code == 400
-    assert bad.json() == {"errors": ["invalid location_id"]}
+    for location in ("store-1", "\u00b2", "\u0661"):  # "²" and Arabic-Indic one are not ids
+        bad = get(client, sim, "shoplazza", path, params={"location_id": location})
+        assert bad.status_code == 400, location
+        assert bad.json() == {"errors": ["invalid location_id"]}
 
 
 @pytest.mark.parametrize(

@@ -330,7 +330,9 @@ def shoplazza_app(data: ShoplazzaData) -> Litestar:
         location_filter = request.query_params.get("location_id")
         wanted: int | None = None
         if location_filter is not None:
-            if not location_filter.isdigit() or int(location_filter) > UINT64_MAX:
+            # `isdigit` alone takes "²", which `int` then refuses: ASCII digits only.
+            digits = location_filter.isascii() and location_filter.isdigit()
+            if not digits or int(location_filter) > UINT64_MAX:
                 return _json(ShoplazzaErrors(errors=("invalid location_id",)), 400)
             wanted = int(location_filter)
         product = products.get(uuid.UUID(product_id))

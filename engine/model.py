@@ -20,6 +20,8 @@ __all__ = (
     "MAX_LINES",
     "MAX_QUANTITY",
     "NO_SPACES",
+    "PATTERN_WORDS",
+    "REGEX_MESSAGE",
     "Allocation",
     "AvailabilityAnswer",
     "Cart",
@@ -42,6 +44,7 @@ __all__ = (
     "ShipmentLine",
     "Sku",
     "SkuAvailability",
+    "in_words",
     "schema_pattern",
     "whole",
 )
@@ -72,10 +75,27 @@ def schema_pattern(pattern: str) -> str:
 
 NO_SPACES: Final = whole(r"\S+")
 """SKUs, location ids, upstream ids: any text without spaces or line breaks."""
+REGEX_MESSAGE: Final = "Expected `str` matching regex "
+"""How msgspec starts the message for a value its pattern refused; the pattern follows."""
 Sku = Annotated[str, Meta(min_length=1, max_length=100, pattern=NO_SPACES)]
 LocationId = Annotated[str, Meta(min_length=1, max_length=100, pattern=NO_SPACES)]
 CHANNEL_PATTERN: Final = whole(r"[a-z0-9][a-z0-9_-]*")
 Channel = Annotated[str, Meta(min_length=1, max_length=40, pattern=CHANNEL_PATTERN)]
+PATTERN_WORDS: Final = {
+    repr(NO_SPACES): "Expected text without spaces or line breaks",
+    repr(CHANNEL_PATTERN): "Expected lower-case letters, digits, `-` and `_`, starting with a "
+    "letter or digit",
+}
+"""What a request's patterns ask for, keyed as msgspec quotes them after `REGEX_MESSAGE`."""
+
+
+def in_words(message: str) -> str:
+    """A msgspec validation message in words where it would show a regular expression."""
+    if message.startswith(REGEX_MESSAGE):
+        return PATTERN_WORDS.get(message.removeprefix(REGEX_MESSAGE), message)
+    return message
+
+
 Quantity = Annotated[int, Meta(ge=1, le=MAX_QUANTITY)]
 CartId = Annotated[str, Meta(min_length=1, max_length=200)]
 

@@ -321,6 +321,20 @@ def test_decide_bad_availability_file_exits_1(tmp_path, capsys):
     assert str(bad) in capsys.readouterr().err
 
 
+def test_a_bad_sku_in_an_availability_file_is_said_in_words(tmp_path, capsys):
+    bad = tmp_path / "availability.json"
+    bad.write_text('{"records": [{"sku": "A B", "location_id": "x", "atp": 1}]}')
+    cart = write_cart(tmp_path, CARTS[0])
+    code = main(
+        ["decide", str(cart), "--rules", str(RULES), "--availability", str(bad), "--now", NOW_ARG]
+    )
+    assert code == 1
+    assert (
+        f"{bad}: Expected text without spaces or line breaks - at `$.records[0].sku`"
+        in capsys.readouterr().err
+    )
+
+
 def test_decide_bad_now_is_a_usage_error(tmp_path, capsys):
     cart = write_cart(tmp_path, CARTS[0])
     with pytest.raises(SystemExit) as exited:

@@ -58,7 +58,24 @@ def test_alternatives_stay_inside_the_anchors() -> None:
     assert not re.search(either, "abxx")
 
 
-def test_the_schema_pattern_has_no_lookahead_and_means_the_same_to_json_schema() -> None:
+@pytest.mark.parametrize(
+    ("url", "valid"),
+    [
+        ("https://api.example.com", True),
+        ("http://127.0.0.1:8100/v1/", True),
+        ("ftp://api.example.com", False),
+        ("https://", False),
+        ("https://api example.com", False),
+        ("https://api.example.com/a b", False),
+        ("https://api.example.com\n", False),
+    ],
+)
+def test_urls(url: str, valid: bool) -> None:
+    # The alphabet above seldom spells a URL: the ones that matter, written out.
+    assert (re.search(URL_PATTERN, url) is not None) is valid
+
+
+def test_the_schema_pattern_is_the_pattern_without_its_lookahead() -> None:
     assert schema_pattern(NO_SPACES) == r"^(?:\S+)$"
     assert schema_pattern(CHANNEL_PATTERN) == r"^(?:[a-z0-9][a-z0-9_-]*)$"
     assert schema_pattern(r"^a$") == r"^a$"  # a pattern not built by `whole` is left as it is

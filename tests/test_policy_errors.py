@@ -1046,6 +1046,45 @@ def test_channel_ending_in_a_newline() -> None:
     ("text", "at", "message"),
     [
         pytest.param(
+            "locations:\n  - id: dub\x01\n    country: IE\n",
+            (2, 12),
+            "not valid YAML: the character `\\x01` cannot be written in a YAML file; remove it",
+            id="control-character",
+        ),
+        pytest.param(
+            'catalog:\n  - sku: TEE\n    tags: {"a\\nb": 1, "a\\nb": 2}\n',
+            (3, 23),
+            "`a\\nb` is written twice in the same mapping (first on line 3); YAML would silently "
+            "keep only the last one: remove one of them",
+            id="key-twice",
+        ),
+        pytest.param(
+            'locations:\n  - id: dub\n    country: IE\n    priority: !!int "1\\n2"\n',
+            (4, 15),
+            "`1\\n2` cannot be read as int: remove the `!!int` tag",
+            id="tagged-value",
+        ),
+        pytest.param(
+            'locations:\n  - id: dub\n    country: IE\n    "prio\\nrity": 1\n',
+            (4, 5),
+            "unknown key `prio\\nrity` in location `dub` (did you mean `priority`?); allowed "
+            "keys: id, country, name, ships_to, priority, enabled, source, upstream_id",
+            id="unknown-key",
+        ),
+    ],
+)
+def test_a_problem_is_one_line_whatever_the_value_holds(
+    text: str, at: tuple[int, int], message: str
+) -> None:
+    found = errors(text)
+    assert [p.message for p in found if (p.line, p.column) == at] == [message]
+    assert all(p.message.isprintable() for p in found)
+
+
+@pytest.mark.parametrize(
+    ("text", "at", "message"),
+    [
+        pytest.param(
             "locations:\n  - id: cork\n    country: IE\n    source: Levels\n",
             (4, 13),
             "`Levels` is not a valid name for `source`: use lower-case letters, digits, `-`, "

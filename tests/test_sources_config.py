@@ -248,14 +248,26 @@ def test_a_shoplazza_id_that_is_not_a_uuid_is_a_warning():
             "{levels: ce4ce2de, 3pl: {product: a}}",
             "3:39: `3pl` of catalog item `TEE` is missing `variant`: add `variant: ...`",
         ),
-        # A key that is not a valid name is reported at the key.
+        (
+            "{3pl: {product: a, variant: b, x: 1}}",
+            "3:46: unknown key `x` in `3pl` of catalog item `TEE`; allowed keys: product, variant",
+        ),
+        # A key that is not a valid name is reported at the key, as a key.
         (
             "{levels: ce4ce2de, Shop: x}",
-            "3:34: `Shop` is not a valid name for `upstream`: use lower-case letters, digits, "
-            "`-`, `_` and `.`, starting with a letter or digit",
+            "3:34: `Shop` is not a valid name for a key of `upstream`: use lower-case letters, "
+            "digits, `-`, `_` and `.`, starting with a letter or digit",
         ),
+        ('{levels: ce4ce2de, "": x}', "3:34: a key of `upstream` cannot be empty"),
     ],
-    ids=["leading-digit", "dotted", "struct-under-digit", "key-in-capitals"],
+    ids=[
+        "leading-digit",
+        "dotted",
+        "struct-under-digit",
+        "unknown-key-under-digit",
+        "key-in-capitals",
+        "empty-key",
+    ],
 )
 def test_a_bad_entry_of_the_upstream_mapping_is_reported_at_its_key(upstream, problem):
     catalog = f"catalog:\n  - sku: TEE\n    upstream: {upstream}\n"

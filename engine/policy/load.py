@@ -32,7 +32,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from engine.countries import COUNTRY_CODES, MISTAKEN_CODES
 from engine.errors import Problem, Severity, split_validation_message
-from engine.model import CHANNEL_PATTERN, NO_SPACES, ReasonCode
+from engine.model import CHANNEL_PATTERN, NO_SPACES, REGEX_MESSAGE, ReasonCode
 from engine.policy.schema import (
     CRITERIA,
     NAME_PATTERN,
@@ -245,9 +245,11 @@ class _Builder:
                             self.source.file,
                             key_mark.line,
                             key_mark.column,
-                            f"`{key}` is written twice in the same mapping (first on line "
-                            f"{first.line}); YAML would silently keep only the last one: "
-                            "remove one of them",
+                            _visible(
+                                f"`{key}` is written twice in the same mapping (first on line "
+                                f"{first.line}); YAML would silently keep only the last one: "
+                                "remove one of them"
+                            ),
                         )
                     )
                     continue
@@ -270,7 +272,7 @@ class _Builder:
             message = f"`{node.value}` cannot be read as {kind}: remove the `!!{kind}` tag"
         else:
             message = f"the YAML tag `{node.tag}` is not supported here: remove it"
-        return Problem(self.source.file, line, column, message)
+        return Problem(self.source.file, line, column, _visible(message))
 
 
 _KEY_OR_ITEM: Final = re.compile(r"\s*(?:- |-$|[\w.-]+\s*:(?:\s|$))")
@@ -338,6 +340,15 @@ def _parse_yaml(text: str, source: SourceMap) -> tuple[Any, list[Problem]]:
     except RecursionError:
         # Not expected after `_too_deep`, but composing recurses, so it is not a crash either.
         return None, [Problem(source.file, 1, 1, _TOO_DEEP)]
+    except yaml.reader.ReaderError as exc:
+        # A character YAML does not allow in a file (a control character): no mark, a position.
+        start = text.rfind("\n", 0, exc.position) + 1
+        line, column = text.count("\n", 0, exc.position) + 1, exc.position - start + 1
+        shown = _visible(chr(exc.character)) if isinstance(exc.character, int) else "?"
+        message = (
+            f"not valid YAML: the character `{shown}` cannot be written in a YAML file; remove it"
+        )
+        return None, [Problem(source.file, line, column, message)]
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
@@ -357,9 +368,9 @@ def _parse_yaml(text: str, source: SourceMap) -> tuple[Any, list[Problem]]:
             opened = exc.context_mark.line + 1
             advice = "is a bracket left open?" if "flow" in exc.context else "check the indentation"
             hint = f" ({exc.context} that starts on line {opened}: {advice})"
-        return None, [Problem(source.file, line, column, f"not valid YAML: {what}{hint}")]
+        return None, [Problem(source.file, line, column, _visible(f"not valid YAML: {what}{hint}"))]
     except yaml.YAMLError as exc:
-        return None, [Problem(source.file, 1, 1, f"not valid YAML: {exc}")]
+        return None, [Problem(source.file, 1, 1, _visible(f"not valid YAML: {exc}"))]
     if root is None:
         return None, []
     builder = _Builder(source)
@@ -405,7 +416,6 @@ def _name_the_key(at: str, value: Any, spec: Any = None) -> Path_:
 
 _KEY_AT: Final = re.compile(r"^(?P<msg>.*?) - at `key` in `(?P<path>\$[^`]*)`$", re.DOTALL)
 """msgspec's ending for a mapping's key that is not valid (it does not say which key)."""
-_REGEX_MESSAGE: Final = "Expected `str` matching regex "
 _PATTERN_SENTENCES: Final = {
     repr(NO_SPACES): "is not valid for {name}: it cannot contain spaces or line breaks",
     repr(CHANNEL_PATTERN): "is not a valid channel: use lower-case letters, digits, `-` and "
@@ -418,7 +428,7 @@ _PATTERN_SENTENCES: Final = {
 """What each pattern of the rule files asks for, keyed as msgspec quotes it in its message."""
 
 
-def _bad_key(value: Any, steps: Path_, spec: Any) -> str | int | None:
+def _bad_key(value: Any, steps: Path_, spec: Any) -> str | None:
     """The first key of the mapping at `steps` in `value` that its key type refuses (with
     `spec`, the type `value` was converted to), else None."""
     node = value
@@ -432,11 +442,11 @@ def _bad_key(value: Any, steps: Path_, spec: Any) -> str | int | None:
     key_type = None if spec is None else _mapping_keys(_type_at(spec, steps))
     for key in node:
         if key_type is None:
-            return key  # type: ignore[no-any-return]
+            return str(key)
         try:
             msgspec.convert(key, key_type, strict=True)
         except msgspec.ValidationError:
-            return key  # type: ignore[no-any-return]
+            return str(key)
     return None
 
 
@@ -462,12 +472,15 @@ def _arms(tp: Any) -> Iterator[Any]:
 
 
 def _type_at(tp: Any, steps: Path_) -> Any:
-    """The type found at `steps` (struct fields by their YAML names, list items) in `tp`, or
-    None where the steps leave what the types say."""
+    """The type found at `steps` (struct fields by their YAML names, mappings' values, list
+    items) in `tp`, or None where the steps leave what the types say."""
     for step in steps:
         for arm in _arms(tp):
             if isinstance(step, int) and typing.get_origin(arm) in (list, tuple):
                 tp = typing.get_args(arm)[0]
+                break
+            if isinstance(step, str) and typing.get_origin(arm) is dict:
+                tp = typing.get_args(arm)[1]
                 break
             if isinstance(step, str) and isinstance(arm, type) and issubclass(arm, msgspec.Struct):
                 fields = msgspec.structs.fields(arm)
@@ -577,7 +590,7 @@ def _translate(
         message, steps = found["msg"], _parse_path(found["path"])
         bad_key = _bad_key(value, steps, spec)
         rel = steps if bad_key is None else (*steps, bad_key)
-        name = _field_name(steps) if steps else noun
+        name = f"a key of {_field_name(steps) if steps else noun}"
     else:
         message, at = split_validation_message(text)
         if at and "[...]" in at:
@@ -587,15 +600,18 @@ def _translate(
         name = _field_name(rel) if rel else noun
     path = base + rel
 
-    if m := re.match(r"Object contains unknown field `(.+)`", message):
+    if m := re.match(r"Object contains unknown field `(.+)`", message, re.DOTALL):
         key = m[1]
-        target = _target_type(base, rel) if root is None else _walk(root, rel)
+        # From the converted type when known: it also steps through mappings' values.
+        target = _struct_in(_type_at(spec, rel)) if spec is not None else None
+        if target is None:
+            target = _target_type(base, rel) if root is None else _walk(root, rel)
         allowed = list(getattr(target, "__struct_fields__", ()))
         sentence = f"unknown key `{key}` in {_describe(rel, noun)}{_suggest(key, allowed)}"
         if allowed:
             sentence += "; allowed keys: " + ", ".join(allowed)
         return source.problem((*path, key), sentence, key=True)
-    if m := re.match(r"Object missing required field `(.+)`", message):
+    if m := re.match(r"Object missing required field `(.+)`", message, re.DOTALL):
         example = _MISSING_EXAMPLES.get(m[1], f"`{m[1]}: ...`")
         return source.problem(path, f"{_describe(rel, noun)} is missing `{m[1]}`: add {example}")
     raw = _raw(source, path) if bad_key is None else str(bad_key)
@@ -662,9 +678,9 @@ def _translate(
         return report(path, f"{name} is too long: at most {m[1]}")
     if re.match(r"Expected `array` of length >= 1", message):
         return report(path, f"{name} needs at least one entry")
-    if message.startswith(_REGEX_MESSAGE):
+    if message.startswith(REGEX_MESSAGE):
         sentence = _PATTERN_SENTENCES.get(
-            message.removeprefix(_REGEX_MESSAGE), "is not valid for {name}: {message}"
+            message.removeprefix(REGEX_MESSAGE), "is not valid for {name}: {message}"
         )
         return report(path, f"`{raw}` " + sentence.format(name=name, message=message))
     return report(path, f"{name}: {message}")

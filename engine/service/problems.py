@@ -30,7 +30,7 @@ from engine.errors import (
     UnsupportedMediaType,
     split_validation_message,
 )
-from engine.model import CHANNEL_PATTERN, NO_SPACES
+from engine.model import in_words
 from engine.reload import RuleProblem
 
 __all__ = (
@@ -53,22 +53,6 @@ MAX_BODY_BYTES: Final = 256 * 1024
 MAX_BODY_KIB: Final = MAX_BODY_BYTES // 1024
 _UNKNOWN_FIELD: Final = re.compile(r"Object contains unknown field `(?P<name>.+)`")
 _MISSING_FIELD: Final = re.compile(r"Object missing required field `(?P<name>.+)`")
-_REGEX_MESSAGE: Final = "Expected `str` matching regex "
-_PATTERN_WORDS: Final = {
-    repr(NO_SPACES): "Expected text without spaces or line breaks",
-    repr(CHANNEL_PATTERN): "Expected lower-case letters, digits, `-` and `_`, starting with a "
-    "letter or digit",
-}
-"""What each pattern of a request asks for, keyed as msgspec quotes it in its message."""
-
-
-def _in_words(message: str) -> str:
-    """A validation message in words where msgspec would show a regular expression."""
-    if message.startswith(_REGEX_MESSAGE):
-        return _PATTERN_WORDS.get(message.removeprefix(_REGEX_MESSAGE), message)
-    return message
-
-
 _MISSING_PARAMETER: Final = re.compile(
     r"Missing required (?P<kind>\w+) parameter '(?P<name>[^']+)'"
 )
@@ -119,7 +103,7 @@ def decode_error(
     elif message.startswith("Invalid enum value") and path.endswith(".country"):
         message = f"{message}: use an ISO 3166-1 alpha-2 country code in capitals, e.g. IE"
     else:
-        message = _in_words(message)
+        message = in_words(message)
     return InvalidRequest(f"{path}: {message}", (FieldError(path, message),))
 
 
@@ -164,7 +148,7 @@ def _validation_error(request: Request[Any, Any, Any], exc: ValidationException)
             elif message.startswith("Invalid enum value") and key == "country":
                 message += ": use an ISO 3166-1 alpha-2 country code in capitals, e.g. IE"
             else:
-                message = _in_words(message)
+                message = in_words(message)
             errors.append(FieldError(key, message))
     if not errors and (missing := _MISSING_PARAMETER.match(exc.detail)):
         errors.append(

@@ -16,8 +16,8 @@ from msgspec import Meta, Struct
 
 from engine.availability.record import StockRecord
 from engine.availability.source import SourceAnswer
-from engine.errors import AvailabilityFileError
-from engine.model import LocationId, Sku
+from engine.errors import AvailabilityFileError, split_validation_message
+from engine.model import LocationId, Sku, in_words
 
 __all__ = ("SnapshotEntry", "SnapshotSource", "load_snapshot", "records_from")
 
@@ -93,7 +93,9 @@ def load_snapshot(path: Path, now: datetime | None = None) -> tuple[StockRecord,
     except OSError as exc:
         raise AvailabilityFileError(f"{path}: cannot be read: {exc.strerror}") from exc
     except msgspec.DecodeError as exc:
-        raise AvailabilityFileError(f"{path}: {exc}") from exc
+        message, at = split_validation_message(str(exc))
+        where = f" - at `{at}`" if at else ""
+        raise AvailabilityFileError(f"{path}: {in_words(message)}{where}") from exc
     loaded_at = now or datetime.now(UTC)
     return tuple(_normalise(entry, loaded_at) for entry in data.records)
 

@@ -14,7 +14,7 @@ import hashlib
 import re
 import types
 import typing
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Generic, TypeVar
@@ -394,23 +394,13 @@ def _name_the_key(at: str, value: Any, spec: Any = None) -> Path_:
     a mapping."""
     head, _, tail = at.partition("[...]")
     steps = _parse_path(head)
-    node = value
-    for step in steps:
-        try:
-            node = node[step]
-        except (KeyError, IndexError, TypeError):
-            return steps
+    node = _node_at(value, steps)
     if not isinstance(node, dict) or not node:
         return steps
-    key = next((k for k, v in node.items() if not isinstance(v, str | dict)), next(iter(node)))
-    entry_type = None if spec is None else _mapping_values(_type_at(spec, steps))
-    if entry_type is not None:
-        for name, entry in node.items():
-            try:
-                msgspec.convert(entry, entry_type, strict=True)
-            except msgspec.ValidationError:
-                key = name
-                break
+    types = _mapping_types(spec, steps)
+    key = None if types is None else _first_refused(node.items(), types[1])
+    if key is None:
+        key = next((k for k, v in node.items() if not isinstance(v, str | dict)), next(iter(node)))
     return (*steps, key, *_parse_path("$" + tail))
 
 
@@ -431,22 +421,32 @@ _PATTERN_SENTENCES: Final = {
 def _bad_key(value: Any, steps: Path_, spec: Any) -> str | None:
     """The first key of the mapping at `steps` in `value` that its key type refuses (with
     `spec`, the type `value` was converted to), else None."""
+    node = _node_at(value, steps)
+    if not isinstance(node, dict) or not node:
+        return None
+    types = _mapping_types(spec, steps)
+    key = next(iter(node)) if types is None else _first_refused(((k, k) for k in node), types[0])
+    return None if key is None else str(key)
+
+
+def _node_at(value: Any, steps: Path_) -> Any:
+    """What `value` holds at `steps`, or None where the steps leave it."""
     node = value
     for step in steps:
         try:
             node = node[step]
         except (KeyError, IndexError, TypeError):
             return None
-    if not isinstance(node, dict):
-        return None
-    key_type = None if spec is None else _mapping_keys(_type_at(spec, steps))
-    for key in node:
-        if key_type is None:
-            return str(key)
+    return node
+
+
+def _first_refused(named: Iterable[tuple[Any, Any]], tp: Any) -> Any:
+    """The name of the first (name, value) whose value does not convert to `tp`, else None."""
+    for name, item in named:
         try:
-            msgspec.convert(key, key_type, strict=True)
+            msgspec.convert(item, tp, strict=True)
         except msgspec.ValidationError:
-            return str(key)
+            return name
     return None
 
 
@@ -493,19 +493,15 @@ def _type_at(tp: Any, steps: Path_) -> Any:
     return tp
 
 
-def _mapping_values(tp: Any) -> Any:
-    """The type of a mapping's values, if `tp` is (or may be) a mapping; else None."""
-    for arm in _arms(tp):
+def _mapping_types(spec: Any, steps: Path_) -> tuple[Any, Any] | None:
+    """(key type, value type) of the mapping at `steps` in the type `spec`, if it is (or may be)
+    a mapping; else None (and None without a `spec`)."""
+    if spec is None:
+        return None
+    for arm in _arms(_type_at(spec, steps)):
         if typing.get_origin(arm) is dict:
-            return typing.get_args(arm)[1]
-    return None
-
-
-def _mapping_keys(tp: Any) -> Any:
-    """The type of a mapping's keys, if `tp` is (or may be) a mapping; else None."""
-    for arm in _arms(tp):
-        if typing.get_origin(arm) is dict:
-            return typing.get_args(arm)[0]
+            key_type, value_type = typing.get_args(arm)
+            return key_type, value_type
     return None
 
 

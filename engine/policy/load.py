@@ -135,7 +135,7 @@ class SourceMap:
     ) -> Problem:
         mark = self.mark(path, key=key)
         # One line per problem, whatever characters the values it quotes hold.
-        return Problem(self.file, mark.line, mark.column, _visible(message), severity)
+        return _problem(self.file, mark.line, mark.column, message, severity)
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,7 +201,7 @@ class _Builder:
             where = used or anchored
             repeats = f" (this repeats the value from line {anchored.line})" if used else ""
             self.problems.append(
-                Problem(
+                _problem(
                     self.source.file,
                     where.line,
                     where.column,
@@ -229,7 +229,7 @@ class _Builder:
                 key_mark = Mark(key_node.start_mark.line + 1, key_node.start_mark.column + 1)
                 if not isinstance(key_node, ScalarNode):
                     self.problems.append(
-                        Problem(
+                        _problem(
                             self.source.file,
                             key_mark.line,
                             key_mark.column,
@@ -241,15 +241,13 @@ class _Builder:
                 if key in seen:
                     first = seen[key]
                     self.problems.append(
-                        Problem(
+                        _problem(
                             self.source.file,
                             key_mark.line,
                             key_mark.column,
-                            _visible(
-                                f"`{key}` is written twice in the same mapping (first on line "
-                                f"{first.line}); YAML would silently keep only the last one: "
-                                "remove one of them"
-                            ),
+                            f"`{key}` is written twice in the same mapping (first on line "
+                            f"{first.line}); YAML would silently keep only the last one: "
+                            "remove one of them",
                         )
                     )
                     continue
@@ -272,7 +270,7 @@ class _Builder:
             message = f"`{node.value}` cannot be read as {kind}: remove the `!!{kind}` tag"
         else:
             message = f"the YAML tag `{node.tag}` is not supported here: remove it"
-        return Problem(self.source.file, line, column, _visible(message))
+        return _problem(self.source.file, line, column, message)
 
 
 _KEY_OR_ITEM: Final = re.compile(r"\s*(?:- |-$|[\w.-]+\s*:(?:\s|$))")
@@ -295,7 +293,7 @@ def _unclosed(file: str, lines: list[str], opened: yaml.Mark, stopped: yaml.Mark
         at_end or _KEY_OR_ITEM.match(lines[stopped.line])
     ):
         return None
-    return Problem(
+    return _problem(
         file,
         opened.line + 1,
         opened.column + 1,
@@ -322,7 +320,7 @@ def _too_deep(text: str, file: str) -> Problem | None:
                 if depth > MAX_DEPTH:
                     mark = event.start_mark
                     line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-                    return Problem(file, line, column, _TOO_DEEP)
+                    return _problem(file, line, column, _TOO_DEEP)
             elif isinstance(event, MappingEndEvent | SequenceEndEvent):
                 depth -= 1
     except yaml.YAMLError:
@@ -339,16 +337,16 @@ def _parse_yaml(text: str, source: SourceMap) -> tuple[Any, list[Problem]]:
         root = yaml.compose(text, Loader=_COMPOSER)
     except RecursionError:
         # Not expected after `_too_deep`, but composing recurses, so it is not a crash either.
-        return None, [Problem(source.file, 1, 1, _TOO_DEEP)]
+        return None, [_problem(source.file, 1, 1, _TOO_DEEP)]
     except yaml.reader.ReaderError as exc:
         # A character YAML does not allow in a file (a control character): no mark, a position.
         start = text.rfind("\n", 0, exc.position) + 1
         line, column = text.count("\n", 0, exc.position) + 1, exc.position - start + 1
-        shown = _visible(chr(exc.character)) if isinstance(exc.character, int) else "?"
+        shown = chr(exc.character) if isinstance(exc.character, int) else "?"
         message = (
             f"not valid YAML: the character `{shown}` cannot be written in a YAML file; remove it"
         )
-        return None, [Problem(source.file, line, column, message)]
+        return None, [_problem(source.file, line, column, message)]
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
@@ -368,9 +366,9 @@ def _parse_yaml(text: str, source: SourceMap) -> tuple[Any, list[Problem]]:
             opened = exc.context_mark.line + 1
             advice = "is a bracket left open?" if "flow" in exc.context else "check the indentation"
             hint = f" ({exc.context} that starts on line {opened}: {advice})"
-        return None, [Problem(source.file, line, column, _visible(f"not valid YAML: {what}{hint}"))]
+        return None, [_problem(source.file, line, column, f"not valid YAML: {what}{hint}")]
     except yaml.YAMLError as exc:
-        return None, [Problem(source.file, 1, 1, _visible(f"not valid YAML: {exc}"))]
+        return None, [_problem(source.file, 1, 1, f"not valid YAML: {exc}")]
     if root is None:
         return None, []
     builder = _Builder(source)
@@ -448,6 +446,14 @@ def _first_refused(named: Iterable[tuple[Any, Any]], tp: Any) -> Any:
         except msgspec.ValidationError:
             return name
     return None
+
+
+def _problem(
+    file: str, line: int, column: int, message: str, severity: Severity = Severity.ERROR
+) -> Problem:
+    """Every problem of a rule file is made here: one line, whatever characters the values it
+    quotes hold (`_visible`)."""
+    return Problem(file, line, column, _visible(message), severity)
 
 
 def _visible(text: str) -> str:
@@ -813,7 +819,7 @@ def load_folder(folder: Path) -> LoadedFiles:
     """Read every rule file of `folder`; problems are collected, never raised."""
     if not folder.is_dir():
         loaded = LoadedFiles()
-        loaded.problems.append(Problem(str(folder), 1, 1, "no such folder of rule files"))
+        loaded.problems.append(_problem(str(folder), 1, 1, "no such folder of rule files"))
         return loaded
     texts: list[tuple[str, str]] = []
     problems: list[Problem] = []
@@ -821,11 +827,11 @@ def load_folder(folder: Path) -> LoadedFiles:
         try:
             texts.append((str(path), path.read_text(encoding="utf-8")))
         except (OSError, UnicodeDecodeError) as exc:
-            problems.append(Problem(str(path), 1, 1, f"cannot be read: {exc}"))
+            problems.append(_problem(str(path), 1, 1, f"cannot be read: {exc}"))
     loaded = load_texts(texts)
     loaded.problems[:0] = problems
     if not texts and not problems:
-        loaded.problems.append(Problem(str(folder), 1, 1, "the folder has no rule files (*.yaml)"))
+        loaded.problems.append(_problem(str(folder), 1, 1, "the folder has no rule files (*.yaml)"))
     return loaded
 
 
